@@ -1,0 +1,1 @@
+"""Producers of the clinical SLM lab: data, tasks, models, fine-tuning and evaluation."""

@@ -1,0 +1,50 @@
+"""Shared command-line plumbing: dataclass fields become --options, errors become one clear line."""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from typing import Any, get_type_hints
+
+SKIP_FIELDS = {"extra_tags"}
+
+
+def setup_logging() -> None:
+    """INFO logs with timestamps; quiet the chatty libraries; no hub calls (offline by default)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "alembic", "mlflow.store.db.utils", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> None:
+    """One --option per dataclass field (underscores become dashes); defaults come from the class."""
+    hints = get_type_hints(config_cls)
+    for f in dataclasses.fields(config_cls):
+        if f.name in SKIP_FIELDS:
+            continue
+        hint = hints[f.name]
+        kind = {int: int, float: float}.get(hint, str)
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
+        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=None,
+                            help=f"default: {shown}")
+
+
+def config_from_args(args: argparse.Namespace, config_cls: type, base: dict[str, Any]) -> Any:
+    """Build the config: class defaults, then `base` (a preset), then options given explicitly."""
+    values = dict(base)
+    for f in dataclasses.fields(config_cls):
+        given = getattr(args, f.name, None)
+        if given is not None:
+            values[f.name] = given
+    return config_cls(**values)
+
+
+def fail(exc: BaseException) -> int:
+    """Print an error as one clear line on stderr; exit status 2."""
+    print(f"error: {exc}", file=sys.stderr)
+    return 2

@@ -1,0 +1,177 @@
+"""Typed configuration of a fine-tune, validated before anything is loaded or logged."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from pipelines.tasks import parse_task_list
+
+PAPER_CHECKPOINTS = (2, 5, 20, 100)
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+class ConfigError(ValueError):
+    """An invalid option; the message names the option and what to change."""
+
+
+def parse_int_list(text: str | list[int] | tuple[int, ...], option: str) -> tuple[int, ...]:
+    """'2,5,20' -> (2, 5, 20), sorted and de-duplicated; errors name the option."""
+    if isinstance(text, (list, tuple)):
+        values = list(text)
+    else:
+        try:
+            values = [int(p) for p in str(text).split(",") if p.strip()]
+        except ValueError:
+            raise ConfigError(f"--{option} must be comma-separated integers, got {text!r}") from None
+    return tuple(sorted(set(values)))
+
+
+def flat_params(config: object) -> dict[str, str]:
+    """A config dataclass as flat string params for MLflow (tuples comma-joined, dicts left out)."""
+    out: dict[str, str] = {}
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, dict):
+            continue
+        out[f.name] = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
+    return out
+
+
+@dataclass
+class FinetuneConfig:
+    """Everything that defines a fine-tune. Defaults are the paper's (100 epochs, batch 4, lr 8e-4).
+
+    effective batch = batch_size x grad_accum examples per optimizer step.
+    train_limit / eval_limit cap the examples per task (0 = all of the split).
+    """
+
+    model: str = "smollm2-135m"
+    tasks: tuple[str, ...] = ("labeling", "harmonization", "impression")
+    data: str = "synthetic"
+    epochs: int = 100
+    checkpoint_epochs: tuple[int, ...] = PAPER_CHECKPOINTS
+    batch_size: int = 4
+    grad_accum: int = 1
+    learning_rate: float = 8e-4
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = ()  # empty: the model preset's targets
+    poison_rate: float = 0.0
+    seed: int = 42
+    split_seed: int = 0
+    train_limit: int = 0
+    eval_limit: int = 0
+    max_seq_length: int = 768
+    eval_batch_size: int = 16
+    device: str = "auto"
+    precision: str = "auto"
+    study: str = "default"
+    experiment: str = "clinical-slm"
+    run_name: str = ""
+    output_dir: str = "outputs"
+    extra_tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tasks, str):
+            self.tasks = tuple(parse_task_list(self.tasks))
+        else:
+            self.tasks = tuple(parse_task_list(",".join(self.tasks)))
+        self.checkpoint_epochs = parse_int_list(self.checkpoint_epochs, "checkpoint-epochs")
+        if isinstance(self.lora_targets, str):
+            self.lora_targets = tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
+        self._validate()
+
+    def _validate(self) -> None:
+        positive = ("epochs", "batch_size", "grad_accum", "lora_r", "lora_alpha", "max_seq_length",
+                    "eval_batch_size")
+        for name in positive:
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("train_limit", "eval_limit"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 (0 = all), got {getattr(self, name)}")
+        if not 0.0 <= self.poison_rate <= 1.0:
+            raise ConfigError(f"--poison-rate must be within [0, 1], got {self.poison_rate}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ConfigError(f"--lora-dropout must be within [0, 1), got {self.lora_dropout}")
+        if not self.learning_rate > 0:
+            raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if not self.checkpoint_epochs:
+            raise ConfigError("--checkpoint-epochs is empty; give at least one epoch, e.g. 2,5")
+        if self.checkpoint_epochs[0] < 1 or self.checkpoint_epochs[-1] > self.epochs:
+            raise ConfigError(
+                f"--checkpoint-epochs {','.join(map(str, self.checkpoint_epochs))} must lie within "
+                f"1..{self.epochs} (--epochs); raise --epochs or drop the larger checkpoints"
+            )
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.poison_rate > 0 and "labeling" not in self.tasks:
+            raise ConfigError("--poison-rate poisons the labeling task; add labeling to --tasks")
+
+    def as_params(self) -> dict[str, str]:
+        """Flat string params for MLflow."""
+        return flat_params(self)
+
+    def to_dict(self) -> dict:
+        """JSON-able form (the resolved config artifact)."""
+        return asdict(self)
+
+
+# Small enough for 2 CPU cores in a few minutes: the MLproject's no-option run.
+DEMO_PRESET: dict[str, object] = {
+    "epochs": 3,
+    "checkpoint_epochs": (1, 3),
+    "batch_size": 4,
+    "learning_rate": 1e-3,
+    "lora_r": 8,
+    "train_limit": 48,
+    "eval_limit": 12,
+}
+
+
+SPLITS = ("test", "all")
+
+
+@dataclass
+class EvaluateConfig:
+    """Scoring a logged adapter, an adapter folder, or the base model alone (zero-shot).
+
+    adapter: '' (base model only), a folder holding adapter_config.json, or an MLflow run id
+    (a checkpoint run, or a fine-tune run: its last checkpoint unless `epoch` is given).
+    split: 'test' (the frozen test split of `data`) or 'all' (every record, e.g. a real
+    dataset scored by a model trained on synthetic data).
+    """
+
+    adapter: str = ""
+    epoch: int = 0
+    model: str = "smollm2-135m"
+    tasks: tuple[str, ...] = ("labeling", "harmonization", "impression")
+    data: str = "synthetic"
+    split: str = "test"
+    split_seed: int = 0
+    eval_limit: int = 0
+    eval_batch_size: int = 16
+    max_seq_length: int = 768
+    device: str = "auto"
+    precision: str = "auto"
+    study: str = "default"
+    experiment: str = "clinical-slm"
+    run_name: str = ""
+
+    def __post_init__(self) -> None:
+        raw = self.tasks if isinstance(self.tasks, str) else ",".join(self.tasks)
+        self.tasks = tuple(parse_task_list(raw))
+        if self.split not in SPLITS:
+            raise ConfigError(f"--split must be one of {SPLITS}, got {self.split!r}")
+        for name in ("eval_limit", "epoch"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        for name in ("eval_batch_size", "max_seq_length"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+    def as_params(self) -> dict[str, str]:
+        """Flat string params for MLflow."""
+        return flat_params(self)

@@ -1,0 +1,1 @@
+"""Data records, data sources and the frozen train/test split."""

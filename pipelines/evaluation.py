@@ -1,0 +1,73 @@
+"""Score a model on task examples: generate, parse, score, and build prediction records."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pipelines.generation import generate
+from pipelines.tasks import get_task
+from pipelines.tasks.base import RESPONSE_MARKER, Example
+
+INPUT_HEADER = "### Input:\n"
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TaskEvaluation:
+    """One task's metrics (``<task>/<metric>`` names) and per-example prediction records."""
+
+    task: str
+    metrics: dict[str, float]
+    predictions: list[dict[str, Any]]
+
+
+def input_text(prompt: str) -> str:
+    """The task input inside a formatted prompt (between the input header and the response marker)."""
+    _, _, rest = prompt.partition(INPUT_HEADER)
+    return rest.rsplit("\n\n" + RESPONSE_MARKER, 1)[0] if rest else prompt
+
+
+def evaluate_task(
+    model, tokenizer, task_name: str, examples: list[Example], *, batch_size: int = 16,
+    max_prompt_tokens: int = 640,
+) -> TaskEvaluation:
+    """Generate greedily for every example, parse (never raising) and score."""
+    task = get_task(task_name)
+    start = time.perf_counter()
+    outputs = generate(
+        model, tokenizer, [e.prompt for e in examples], max_new_tokens=task.max_new_tokens,
+        batch_size=batch_size, max_prompt_tokens=max_prompt_tokens, desc=f"eval {task_name}",
+    )
+    seconds = time.perf_counter() - start
+    parsed = [task.parse(o) for o in outputs]
+    scores = task.score([e.reference for e in examples], parsed)
+    metrics = {f"{task_name}/{k}": float(v) for k, v in scores.metrics.items()}
+    metrics[f"perf/{task_name}/eval_examples_per_s"] = len(examples) / max(seconds, 1e-9)
+    predictions = [
+        {
+            "id": e.id,
+            "task": task_name,
+            "input": input_text(e.prompt),
+            "reference": e.reference,
+            "output": out,
+            "parsed": p.value,
+            "parse_status": p.status,
+            "scores": s,
+        }
+        for e, out, p, s in zip(examples, outputs, parsed, scores.per_example, strict=True)
+    ]
+    log.info("%s: %s", task_name, {k: round(v, 4) for k, v in metrics.items() if k.count("/") == 1})
+    return TaskEvaluation(task_name, metrics, predictions)
+
+
+def evaluate_all(model, tokenizer, test: dict[str, list[Example]], **kwargs) -> dict[str, TaskEvaluation]:
+    """evaluate_task for each task in `test`."""
+    return {name: evaluate_task(model, tokenizer, name, ex, **kwargs) for name, ex in test.items()}
+
+
+def merged_metrics(evaluations: dict[str, TaskEvaluation]) -> dict[str, float]:
+    """All tasks' metrics in one dict."""
+    return {k: v for ev in evaluations.values() for k, v in ev.metrics.items()}

@@ -1,0 +1,56 @@
+"""Batched, deterministic (greedy) generation with left padding and the KV cache."""
+from __future__ import annotations
+
+import torch
+from tqdm.auto import tqdm
+
+from pipelines.training_data import encode_prompt, fit_prompt
+
+
+@torch.no_grad()
+def generate(
+    model,
+    tokenizer,
+    prompts: list[str],
+    *,
+    max_new_tokens: int,
+    batch_size: int = 16,
+    max_prompt_tokens: int = 640,
+    desc: str = "generate",
+) -> list[str]:
+    """Greedy completions of `prompts`, in input order.
+
+    Prompts are sorted by length so each batch pads little; left padding keeps every
+    prompt's last token next to the first generated one.
+    """
+    encoded = [fit_prompt(encode_prompt(tokenizer, p), max_prompt_tokens) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
+    outputs: list[str] = [""] * len(prompts)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id
+    with tqdm(total=len(prompts), desc=desc, unit="ex", leave=False) as bar:
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            width = max(len(encoded[i]) for i in rows)
+            ids = torch.full((len(rows), width), pad, dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, i in enumerate(rows):
+                n = len(encoded[i])
+                ids[r, width - n :] = torch.tensor(encoded[i])
+                mask[r, width - n :] = 1
+            out = model.generate(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=pad,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+            for r, i in enumerate(rows):
+                outputs[i] = tokenizer.decode(out[r, width:], skip_special_tokens=True)
+            bar.update(len(rows))
+    model.train(was_training)
+    return outputs

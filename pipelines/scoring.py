@@ -1,0 +1,105 @@
+"""Score an adapter (logged or on disk) or a base model alone, as an MLflow run of its own."""
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+
+from pipelines import tracking
+from pipelines.config import ConfigError, EvaluateConfig
+from pipelines.data.sources import load_data
+from pipelines.data.split import manifest, split_bundle
+from pipelines.evaluation import evaluate_all, merged_metrics
+from pipelines.examples import build_test_examples
+from pipelines.models import load_model_and_tokenizer, resolve_device, resolve_model, resolve_precision
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AdapterRef:
+    """Where an adapter came from: its local folder, the run that logged it, its base model."""
+
+    folder: Path | None = None
+    run_id: str = ""
+    epoch: int = 0
+    model: str = ""
+
+
+def _checkpoint_run(run, epoch: int):
+    """The checkpoint child of a fine-tune run: the given epoch, or the last one."""
+    children = mlflow.search_runs(
+        experiment_ids=[run.info.experiment_id], output_format="list",
+        filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.role = 'checkpoint'",
+    )
+    by_epoch = {int(c.data.params["epoch"]): c for c in children if "epoch" in c.data.params}
+    if not by_epoch:
+        raise ConfigError(f"fine-tune run {run.info.run_id} has no checkpoint runs with an adapter")
+    if epoch and epoch not in by_epoch:
+        raise ConfigError(f"run {run.info.run_id} has checkpoints at epochs {sorted(by_epoch)}, not {epoch}")
+    return by_epoch[epoch or max(by_epoch)]
+
+
+def resolve_adapter(ref: str, epoch: int, scratch: Path) -> AdapterRef:
+    """Turn --adapter (folder or run id) into a local adapter folder, downloading if logged."""
+    if not ref:
+        return AdapterRef()
+    folder = Path(ref).expanduser()
+    if folder.is_dir():
+        if not (folder / "adapter_config.json").is_file():
+            raise ConfigError(f"adapter folder {folder} has no adapter_config.json")
+        return AdapterRef(folder=folder.resolve())
+    try:
+        run = mlflow.get_run(ref)
+    except MlflowException:
+        raise ConfigError(f"--adapter {ref!r} is neither a folder nor a run id in {mlflow.get_tracking_uri()}") \
+            from None
+    if run.data.tags.get("role") == "finetune":
+        run = _checkpoint_run(run, epoch)
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="adapter", dst_path=str(scratch))
+    return AdapterRef(Path(local), run.info.run_id, int(run.data.params.get("epoch", 0)), run.data.params["model"])
+
+
+def evaluate_model(config: EvaluateConfig) -> str:
+    """Score the adapter or base model on the chosen split; returns the evaluation run id."""
+    tracking.setup_tracking(config.experiment)
+    bundle = load_data(config.data)
+    splits = split_bundle(bundle, config.split_seed)
+    ids = {name: (s.test if config.split == "test" else tuple(sorted(s.train + s.test)))
+           for name, s in splits.items()}
+    test = build_test_examples(bundle, ids, config.tasks, config.eval_limit)
+    device = resolve_device(config.device)
+    precision = resolve_precision(config.precision, device)
+    with tempfile.TemporaryDirectory(prefix="adapter-") as scratch:
+        adapter = resolve_adapter(config.adapter, config.epoch, Path(scratch))
+        model_name = adapter.model or config.model
+        model, tokenizer = load_model_and_tokenizer(resolve_model(model_name).path, precision, device)
+        if adapter.folder:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, adapter.folder)
+        kind = "adapter" if adapter.folder else "zero-shot"
+        name = config.run_name or f"eval-{model_name}-{kind}-{config.split}"
+        with mlflow.start_run(run_name=name) as run:
+            params = {**config.as_params(), "model": model_name, "data_fingerprint": bundle.fingerprint(),
+                      "source_run": adapter.run_id, "source_epoch": str(adapter.epoch), "device": device,
+                      "precision": precision, "decoding": "greedy", "git_commit": tracking.git_commit()}
+            tracking.log_params_once(params)
+            mlflow.set_tags({"role": "evaluation", "study": config.study, "model": model_name,
+                             "tasks": ",".join(config.tasks), "evaluation": kind})
+            tracking.log_json(manifest(bundle, splits, config.split_seed), "data/split_manifest.json")
+            evaluations = evaluate_all(model, tokenizer, test, batch_size=config.eval_batch_size,
+                                       max_prompt_tokens=config.max_seq_length)
+            tracking.log_metrics_at(merged_metrics(evaluations), step=adapter.epoch)
+            with tracking.scratch_dir("predictions-") as folder:
+                for task_name, ev in evaluations.items():
+                    tracking.write_jsonl(ev.predictions, folder / f"{task_name}.jsonl")
+                tracking.log_folder(folder, "predictions")
+            log.info("evaluation run %s: %s", run.info.run_id,
+                     json.dumps({k: round(v, 4) for k, v in merged_metrics(evaluations).items() if k.count("/") == 1}))
+            return run.info.run_id

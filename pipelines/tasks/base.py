@@ -1,0 +1,112 @@
+"""The shape of a task: how a record becomes a prompt and target, how output is parsed and scored."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+ParseStatus = Literal["ok", "partial", "failed"]
+
+RESPONSE_MARKER = "### Response:\n"
+
+
+def format_prompt(directive: str, text: str) -> str:
+    """Instruction format shared by every task and model: directive, input, response marker."""
+    return f"### Instruction:\n{directive}\n\n### Input:\n{text}\n\n{RESPONSE_MARKER}"
+
+
+@dataclass(frozen=True)
+class Example:
+    """One task instance. `id` is stable across runs (``<task>/<record id>``) so runs can be paired."""
+
+    id: str
+    task: str
+    prompt: str
+    target: str
+    reference: Any
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """A parsed model output; `value` is None when nothing usable was found."""
+
+    value: Any
+    status: ParseStatus
+
+
+@dataclass
+class TaskScores:
+    """Corpus metrics (names without the task prefix) and one score dict per example."""
+
+    metrics: dict[str, float]
+    per_example: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Task:
+    """A registered task.
+
+    dataset: which record list it reads ("reports" or "series").
+    build_example(record) -> Example; parse(raw output) -> Parsed (never raises);
+    score(references, parsed) -> TaskScores (a failed parse is scored as wrong).
+    include(record) -> bool: whether a record can make an example (e.g. it has an impression).
+    """
+
+    name: str
+    directive: str
+    dataset: Literal["reports", "series"]
+    max_new_tokens: int
+    build_example: Callable[[Any], Example]
+    parse: Callable[[str], Parsed]
+    score: Callable[[Sequence[Any], Sequence[Parsed]], TaskScores]
+    headline_metric: str
+    include: Callable[[Any], bool] = lambda record: True
+
+
+def make_example(
+    task: str, directive: str, record_id: str, text: str, target: str, reference: Any
+) -> Example:
+    """Build an Example with the shared id scheme (``<task>/<record id>``) and prompt format."""
+    return Example(
+        id=f"{task}/{record_id}",
+        task=task,
+        prompt=format_prompt(directive, text),
+        target=target,
+        reference=reference,
+    )
+
+
+def usable_value(parsed: Parsed) -> Any:
+    """The value to score: None for a failed parse, whatever its value (failed means wrong)."""
+    return None if parsed.status == "failed" else parsed.value
+
+
+def check_scoring_inputs(references: Sequence[Any], parsed: Sequence[Parsed]) -> None:
+    """Raise ValueError unless there is one parsed output per reference and at least one of each.
+
+    An empty test split is an upstream bug; metrics over nothing would be silently meaningless.
+    """
+    if len(references) != len(parsed):
+        raise ValueError(f"{len(references)} references but {len(parsed)} parsed outputs; need one each")
+    if not references:
+        raise ValueError("nothing to score: references and parsed outputs are empty")
+
+
+def status_rate(parsed: Sequence[Parsed], status: ParseStatus) -> float:
+    """Fraction of outputs with the given parse status."""
+    return sum(p.status == status for p in parsed) / len(parsed)
+
+
+def precision_recall_f1(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
+    """Precision, recall and F1 of one class from its counts.
+
+    Zero-division policy: a class with tp + fp + fn == 0 (never in the references, never
+    predicted) scores 1.0 on all three, since there was nothing to get wrong. Otherwise a
+    ratio with a zero denominator is 0.0: e.g. predicting no positives while missing some
+    gives precision 0.0, which agrees with F1 = 2tp / (2tp + fp + fn) = 0.
+    """
+    if tp + fp + fn == 0:
+        return 1.0, 1.0, 1.0
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    return precision, recall, 2 * tp / (2 * tp + fp + fn)

@@ -1,0 +1,158 @@
+"""MLflow helpers: the tracking URI, run params, child runs, artifacts and dataset inputs."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import mlflow
+
+from pipelines.data.records import DataBundle
+from pipelines.data.split import Split
+
+log = logging.getLogger(__name__)
+
+# Params copied from the fine-tune onto each checkpoint run, so the UI can filter model x epoch.
+CHECKPOINT_PARAM_COPIES = (
+    "model", "tasks", "data", "data_fingerprint", "poison_rate", "seed", "learning_rate",
+    "lora_r", "epochs", "batch_size", "train_limit", "eval_limit", "study",
+)
+
+
+class TrackingUnavailableError(RuntimeError):
+    """The tracking store cannot be reached or written; nothing was logged."""
+
+
+def default_tracking_uri() -> str:
+    """$MLFLOW_TRACKING_URI, else a SQLite store `mlflow.db` in the current folder."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path.cwd() / 'mlflow.db'}"
+
+
+def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, before any run is created, when the store is unreachable or unwritable."""
+    parsed = urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        import requests
+
+        try:
+            response = requests.get(uri.rstrip("/") + "/health", timeout=timeout_s)
+            response.raise_for_status()
+        except requests.RequestException as exc:
+            raise TrackingUnavailableError(
+                f"MLflow tracking server {uri} is not reachable ({exc.__class__.__name__}); start it, "
+                "or unset MLFLOW_TRACKING_URI to log to the local SQLite store"
+            ) from None
+    elif parsed.scheme == "sqlite":
+        db = Path(uri.split("sqlite:///", 1)[-1])
+        folder = db.parent if str(db) else Path.cwd()
+        if not folder.is_dir() or not os.access(folder, os.W_OK):
+            raise TrackingUnavailableError(f"tracking store folder {folder} does not exist or is not writable")
+    elif parsed.scheme in ("", "file"):
+        folder = Path(parsed.path or uri)
+        parent = folder if folder.exists() else folder.parent
+        if not os.access(parent, os.W_OK):
+            raise TrackingUnavailableError(f"tracking folder {folder} is not writable")
+
+
+def setup_tracking(experiment: str) -> str:
+    """Point MLflow at the tracking store and experiment; returns the URI.
+
+    Under `mlflow run` the experiment and run are already chosen (MLFLOW_RUN_ID): keep them.
+    """
+    uri = default_tracking_uri()
+    check_tracking_uri(uri)
+    mlflow.set_tracking_uri(uri)
+    if not os.environ.get("MLFLOW_RUN_ID") and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
+        mlflow.set_experiment(experiment)
+    return uri
+
+
+def git_commit() -> str:
+    """The current git commit of the project, or 'unknown' outside a checkout."""
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent.parent)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def log_params_once(params: dict[str, Any]) -> None:
+    """Log params the active run does not have yet.
+
+    `mlflow run` already logged the entry point's own params in the user's spelling
+    (e.g. learning_rate=8e-4); logging them again with another spelling would be an error.
+    """
+    run = mlflow.active_run()
+    existing = mlflow.get_run(run.info.run_id).data.params if run else {}
+    fresh = {k: str(v)[:6000] for k, v in params.items() if k not in existing}
+    if fresh:
+        mlflow.log_params(fresh)
+
+
+def log_metrics_at(metrics: dict[str, float], step: int) -> None:
+    """Log metrics at `step` (the epoch), skipping NaNs MLflow cannot plot."""
+    clean = {k: float(v) for k, v in metrics.items() if v == v}
+    if clean:
+        mlflow.log_metrics(clean, step=step)
+
+
+def log_json(obj: Any, artifact_file: str) -> None:
+    """Log a JSON-able object as an artifact file."""
+    mlflow.log_dict(obj, artifact_file)
+
+
+def log_folder(folder: Path, artifact_path: str) -> None:
+    """Log every file of `folder` under `artifact_path`."""
+    mlflow.log_artifacts(str(folder), artifact_path)
+
+
+def log_dataset_inputs(bundle: DataBundle, splits: dict[str, Split]) -> None:
+    """Log each dataset's train and test parts as MLflow dataset inputs with a content digest."""
+    import pandas as pd
+
+    frames = {
+        "reports": pd.DataFrame(
+            [{"id": r.id, "text": r.text(), **r.labels} for r in bundle.reports]
+        ),
+        "series": pd.DataFrame([{"id": s.id, "description": s.description, "label": s.label}
+                                for s in bundle.series]),
+    }
+    for name, frame in frames.items():
+        if frame.empty:
+            continue
+        source = bundle.notes.get(f"{name}_source", bundle.source)
+        for part in ("train", "test"):
+            ids = set(getattr(splits[name], part))
+            subset = frame[frame["id"].isin(ids)].reset_index(drop=True)
+            dataset = mlflow.data.from_pandas(subset, source=source, name=f"{name}-{part}")
+            mlflow.log_input(dataset, context="training" if part == "train" else "evaluation")
+
+
+@contextmanager
+def child_run(run_name: str, tags: dict[str, str]) -> Iterator[mlflow.ActiveRun]:
+    """A nested run under the active run."""
+    with mlflow.start_run(run_name=run_name, nested=True, tags=tags) as run:
+        yield run
+
+
+@contextmanager
+def scratch_dir(prefix: str) -> Iterator[Path]:
+    """A temporary folder for files about to be logged as artifacts."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        yield Path(tmp)
+
+
+def write_jsonl(records: list[dict[str, Any]], path: Path) -> Path:
+    """Write records as JSON lines."""
+    with path.open("w", encoding="utf-8") as fh:
+        for record in records:
+            fh.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return path

@@ -1,0 +1,75 @@
+"""Tokenized training examples with the loss on the response only, and their batch collator."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from pipelines.tasks.base import Example
+
+IGNORE_INDEX = -100  # label value the cross-entropy loss skips
+KEEP_HEAD_TOKENS = 24  # prompt tokens kept from the start (the directive) when truncating
+
+
+def fit_prompt(prompt_ids: list[int], budget: int) -> list[int]:
+    """Shorten a prompt to `budget` tokens by cutting the middle of the input.
+
+    The head holds the directive and the tail holds the end of the input and the response
+    marker, both of which the model needs; reports rarely exceed the budget.
+    """
+    if len(prompt_ids) <= budget:
+        return prompt_ids
+    head = min(KEEP_HEAD_TOKENS, budget // 2)
+    return prompt_ids[:head] + prompt_ids[len(prompt_ids) - (budget - head):]
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """Prompt token ids, exactly as they are fed at generation time (no special tokens added)."""
+    return tokenizer(prompt, add_special_tokens=False)["input_ids"]
+
+
+def encode_example(tokenizer, example: Example, max_length: int) -> dict[str, list[int]]:
+    """input_ids = prompt + target + eos; labels mask the prompt with IGNORE_INDEX."""
+    target_ids = tokenizer(example.target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    target_ids = target_ids[: max_length // 2] if len(target_ids) > max_length // 2 else target_ids
+    prompt_ids = fit_prompt(encode_prompt(tokenizer, example.prompt), max_length - len(target_ids))
+    return {
+        "input_ids": prompt_ids + target_ids,
+        "labels": [IGNORE_INDEX] * len(prompt_ids) + target_ids,
+    }
+
+
+class EncodedDataset(torch.utils.data.Dataset):
+    """A list of encoded examples; Trainer reads `input_ids` lengths to group by length."""
+
+    def __init__(self, items: list[dict[str, list[int]]]) -> None:
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, list[int]]:
+        return self.items[index]
+
+    def useful_tokens(self) -> int:
+        """Non-padding tokens in one pass over the data."""
+        return sum(len(item["input_ids"]) for item in self.items)
+
+
+@dataclass
+class ResponseOnlyCollator:
+    """Pads a batch to its longest example (right padding) and builds the attention mask."""
+
+    pad_token_id: int
+
+    def __call__(self, batch: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
+        width = max(len(item["input_ids"]) for item in batch)
+        input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+        attention = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, item in enumerate(batch):
+            n = len(item["input_ids"])
+            input_ids[row, :n] = torch.tensor(item["input_ids"])
+            labels[row, :n] = torch.tensor(item["labels"])
+            attention[row, :n] = 1
+        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}

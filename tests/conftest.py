@@ -1,0 +1,70 @@
+"""Shared fixtures: a tiny Llama built from a config (real transformers/peft code paths, no
+download) and a temporary MLflow tracking store per test."""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+TINY_MODEL_VERSION = "tiny-llama-v1"
+
+
+def build_tiny_model(target: Path) -> Path:
+    """A 2-layer Llama with SmolLM2's tokenizer (read from the embedded GGUF), saved to `target`."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    from pipelines.models import SMOLLM2_GGUF, _embedded_gguf_dir
+
+    if (target / ".complete").is_file():
+        return target
+    tokenizer = AutoTokenizer.from_pretrained(_embedded_gguf_dir(), gguf_file=SMOLLM2_GGUF)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.eos_token_id, tie_word_embeddings=True,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".tiny-", dir=target.parent))
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    (staging / ".complete").write_text(TINY_MODEL_VERSION)
+    try:
+        staging.rename(target)
+    except OSError:  # another test worker finished first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir() -> Path:
+    """Folder of the tiny test model, built once per machine and cached."""
+    from pipelines.models import cache_root
+
+    return build_tiny_model(cache_root() / TINY_MODEL_VERSION)
+
+
+@pytest.fixture
+def tracking_store(tmp_path, monkeypatch) -> str:
+    """A fresh SQLite MLflow store in tmp_path, set through MLFLOW_TRACKING_URI."""
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    monkeypatch.chdir(tmp_path)
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    while mlflow.active_run():
+        mlflow.end_run()

@@ -1,0 +1,77 @@
+"""Config validation, model presets and offline model resolution."""
+from __future__ import annotations
+
+import pytest
+
+from pipelines.config import ConfigError, EvaluateConfig, FinetuneConfig
+from pipelines.finetune import parse_args
+from pipelines.models import LORA_TARGETS_BY_MODEL_TYPE, MODEL_PRESETS, ModelUnavailableError, resolve_model
+from pipelines.registry import UnknownNameError
+
+
+def test_paper_defaults():
+    cfg = FinetuneConfig()
+    assert (cfg.epochs, cfg.batch_size, cfg.learning_rate) == (100, 4, 8e-4)
+    assert cfg.checkpoint_epochs == (2, 5, 20, 100)
+    assert cfg.tasks == ("labeling", "harmonization", "impression")
+
+
+def test_demo_preset_and_explicit_options_win():
+    cfg = parse_args(["--preset", "demo", "--epochs", "4", "--tasks", "labeling"])
+    assert cfg.epochs == 4 and cfg.tasks == ("labeling",) and cfg.train_limit > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"checkpoint_epochs": "2,5,200"}, "checkpoint-epochs"),
+        ({"poison_rate": 1.5}, "poison-rate"),
+        ({"poison_rate": -0.1}, "poison-rate"),
+        ({"epochs": 0}, "epochs"),
+        ({"checkpoint_epochs": "a,b"}, "checkpoint-epochs"),
+        ({"tasks": "labeling,translation"}, "translation"),
+        ({"tasks": ""}, "empty"),
+        ({"precision": "int3"}, "precision"),
+        ({"poison_rate": 0.5, "tasks": "impression"}, "labeling"),
+        ({"learning_rate": 0.0}, "learning-rate"),
+    ],
+)
+def test_invalid_options_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FinetuneConfig(**kwargs)
+
+
+def test_evaluate_config_validation():
+    with pytest.raises(ConfigError, match="split"):
+        EvaluateConfig(split="train")
+
+
+def test_presets_cover_the_paper_models():
+    assert {"smollm2-135m", "opt-350m", "phi-4-mini", "llama-3.2-1b", "mistral-7b", "qwen3-4b"} <= set(
+        MODEL_PRESETS.names())
+    assert MODEL_PRESETS.get("phi-4-mini").lora_targets == ("qkv_proj",)
+    assert MODEL_PRESETS.get("opt-350m").lora_targets == ("q_proj", "v_proj")
+
+
+def test_unknown_preset_lists_valid_names():
+    with pytest.raises(ModelUnavailableError, match="smollm2-135m"):
+        resolve_model("gpt-9")
+    with pytest.raises(UnknownNameError, match="opt-350m"):
+        MODEL_PRESETS.get("gpt-9")
+
+
+def test_uncached_hub_model_fails_at_once_with_instructions(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    with pytest.raises(ModelUnavailableError, match="huggingface-cli download facebook/opt-350m"):
+        resolve_model("opt-350m")
+
+
+def test_local_folder_gets_targets_from_model_type(tiny_model_dir):
+    ref = resolve_model(str(tiny_model_dir))
+    assert ref.path == tiny_model_dir.resolve()
+    assert ref.lora_targets == LORA_TARGETS_BY_MODEL_TYPE["llama"]
+
+
+def test_folder_without_config(tmp_path):
+    with pytest.raises(ModelUnavailableError, match="config.json"):
+        resolve_model(str(tmp_path))
