@@ -122,10 +122,10 @@ DEMO_PRESET: dict[str, object] = {
     "epochs": 3,
     "checkpoint_epochs": (1, 3),
     "batch_size": 4,
-    "learning_rate": 1e-3,
+    "learning_rate": 2e-3,
     "lora_r": 8,
-    "train_limit": 48,
-    "eval_limit": 12,
+    "train_limit": 24,
+    "eval_limit": 8,
 }
 
 

@@ -86,9 +86,9 @@ def _first_line(text: str) -> str:
 def score(references: Sequence[str], parsed: Sequence[Parsed]) -> TaskScores:
     """Accuracy and macro F1 over the seven classes; a failed parse counts as wrong.
 
-    A failed parse is an FN for its reference class and an FP for none. Zero-division policy
-    (see precision_recall_f1): a class with tp + fp + fn == 0 scores F1 1.0, so a class absent
-    from a small test set and never predicted does not drag the macro mean down.
+    A failed parse is an FN for its reference class and an FP for none. The macro mean runs
+    over the classes that occur in the references or the predictions (as scikit-learn does),
+    so classes absent from a small test set and never predicted neither raise nor lower it.
     Metrics: accuracy, f1_macro, parse_fail_rate.
     """
     check_scoring_inputs(references, parsed)
@@ -104,7 +104,7 @@ def score(references: Sequence[str], parsed: Sequence[Parsed]) -> TaskScores:
             _bump(counts, reference, "fn")
             _bump(counts, predicted, "fp")
         per_example.append({"correct": int(correct)})
-    f1s = [precision_recall_f1(c["tp"], c["fp"], c["fn"])[2] for c in counts.values()]
+    f1s = [precision_recall_f1(c["tp"], c["fp"], c["fn"])[2] for c in counts.values() if any(c.values())]
     metrics = {
         "accuracy": sum(e["correct"] for e in per_example) / len(per_example),
         "f1_macro": sum(f1s) / len(f1s),
