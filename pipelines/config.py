@@ -7,6 +7,7 @@ from pipelines.tasks import parse_task_list
 
 PAPER_CHECKPOINTS = (2, 5, 20, 100)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+EVAL_SPLITS = ("test", "validation")
 
 
 class ConfigError(ValueError):
@@ -61,6 +62,8 @@ class FinetuneConfig:
     split_seed: int = 0
     train_limit: int = 0
     eval_limit: int = 0
+    eval_split: str = "test"  # "validation": score on a slice of the train split (sweeps)
+    max_new_tokens: int = 0  # cap on each task's generation budget; 0 = the task's own
     max_seq_length: int = 768
     eval_batch_size: int = 16
     device: str = "auto"
@@ -87,7 +90,7 @@ class FinetuneConfig:
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        for name in ("train_limit", "eval_limit"):
+        for name in ("train_limit", "eval_limit", "max_new_tokens"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 (0 = all), got {getattr(self, name)}")
         if not 0.0 <= self.poison_rate <= 1.0:
@@ -105,6 +108,8 @@ class FinetuneConfig:
             )
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.eval_split not in EVAL_SPLITS:
+            raise ConfigError(f"--eval-split must be one of {EVAL_SPLITS}, got {self.eval_split!r}")
         if self.poison_rate > 0 and "labeling" not in self.tasks:
             raise ConfigError("--poison-rate poisons the labeling task; add labeling to --tasks")
 
@@ -151,6 +156,7 @@ class EvaluateConfig:
     split_seed: int = 0
     eval_limit: int = 0
     eval_batch_size: int = 16
+    max_new_tokens: int = 0  # cap on each task's generation budget; 0 = the task's own
     max_seq_length: int = 768
     device: str = "auto"
     precision: str = "auto"
@@ -163,7 +169,7 @@ class EvaluateConfig:
         self.tasks = tuple(parse_task_list(raw))
         if self.split not in SPLITS:
             raise ConfigError(f"--split must be one of {SPLITS}, got {self.split!r}")
-        for name in ("eval_limit", "epoch"):
+        for name in ("eval_limit", "epoch", "max_new_tokens"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         for name in ("eval_batch_size", "max_seq_length"):

@@ -32,13 +32,17 @@ def input_text(prompt: str) -> str:
 
 def evaluate_task(
     model, tokenizer, task_name: str, examples: list[Example], *, batch_size: int = 16,
-    max_prompt_tokens: int = 640,
+    max_prompt_tokens: int = 640, max_new_tokens: int = 0,
 ) -> TaskEvaluation:
-    """Generate greedily for every example, parse (never raising) and score."""
+    """Generate greedily for every example, parse (never raising) and score.
+
+    max_new_tokens caps the task's own generation budget (0 = the task's budget).
+    """
     task = get_task(task_name)
+    budget = min(task.max_new_tokens, max_new_tokens) if max_new_tokens else task.max_new_tokens
     start = time.perf_counter()
     outputs = generate(
-        model, tokenizer, [e.prompt for e in examples], max_new_tokens=task.max_new_tokens,
+        model, tokenizer, [e.prompt for e in examples], max_new_tokens=budget,
         batch_size=batch_size, max_prompt_tokens=max_prompt_tokens, desc=f"eval {task_name}",
     )
     seconds = time.perf_counter() - start

@@ -94,7 +94,8 @@ def evaluate_model(config: EvaluateConfig) -> str:
                              "tasks": ",".join(config.tasks), "evaluation": kind})
             tracking.log_json(manifest(bundle, splits, config.split_seed), "data/split_manifest.json")
             evaluations = evaluate_all(model, tokenizer, test, batch_size=config.eval_batch_size,
-                                       max_prompt_tokens=config.max_seq_length)
+                                       max_prompt_tokens=config.max_seq_length,
+                                       max_new_tokens=config.max_new_tokens)
             tracking.log_metrics_at(merged_metrics(evaluations), step=adapter.epoch)
             with tracking.scratch_dir("predictions-") as folder:
                 for task_name, ev in evaluations.items():

@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -132,7 +133,10 @@ def log_dataset_inputs(bundle: DataBundle, splits: dict[str, Split]) -> None:
         for part in ("train", "test"):
             ids = set(getattr(splits[name], part))
             subset = frame[frame["id"].isin(ids)].reset_index(drop=True)
-            dataset = mlflow.data.from_pandas(subset, source=source, name=f"{name}-{part}")
+            with warnings.catch_warnings():
+                # A spec like "synthetic?reports=40" resolves to a local source ambiguously; harmless.
+                warnings.simplefilter("ignore", UserWarning)
+                dataset = mlflow.data.from_pandas(subset, source=source, name=f"{name}-{part}")
             mlflow.log_input(dataset, context="training" if part == "train" else "evaluation")
 
 

@@ -18,7 +18,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 from pipelines import tracking
 from pipelines.config import FinetuneConfig
 from pipelines.data.sources import load_data
-from pipelines.data.split import manifest, split_bundle
+from pipelines.data.split import carve_validation, manifest, split_bundle
 from pipelines.evaluation import TaskEvaluation, evaluate_all, merged_metrics
 from pipelines.examples import TaskExamples, build_examples
 from pipelines.models import ResolvedModel, load_model_and_tokenizer, resolve_device, resolve_model, \
@@ -27,9 +27,9 @@ from pipelines.training_data import EncodedDataset, ResponseOnlyCollator, encode
 
 log = logging.getLogger(__name__)
 
-# Called after each checkpoint evaluation with (epoch, metrics); may raise to stop training
-# (the sweep raises optuna.TrialPruned here).
-CheckpointHook = Callable[[int, dict[str, float]], None]
+# Called after each checkpoint evaluation with (epoch, metrics); returning True stops training
+# after this epoch (the sweep's pruner does this), and the run is tagged `stopped_early`.
+CheckpointHook = Callable[[int, dict[str, float]], bool | None]
 
 
 @dataclass
@@ -40,6 +40,7 @@ class FinetuneResult:
     checkpoint_runs: dict[int, str] = field(default_factory=dict)
     metrics: dict[int, dict[str, float]] = field(default_factory=dict)
     output_dir: Path | None = None
+    stopped_early_at: int = 0
 
 
 @dataclass
@@ -63,8 +64,9 @@ def prepare(config: FinetuneConfig) -> Prepared:
     precision = resolve_precision(config.precision, device)
     bundle = load_data(config.data)
     splits = split_bundle(bundle, config.split_seed)
+    used = carve_validation(splits) if config.eval_split == "validation" else splits
     examples = build_examples(
-        bundle, splits, config.tasks, train_limit=config.train_limit, eval_limit=config.eval_limit,
+        bundle, used, config.tasks, train_limit=config.train_limit, eval_limit=config.eval_limit,
         poison_rate=config.poison_rate, poison_seed=config.seed,
     )
     return Prepared(config, model_ref, device, precision, examples,
@@ -108,14 +110,20 @@ class CheckpointCallback(TrainerCallback):
         epoch = round(state.epoch)
         tracking.log_metrics_at({"train/loss": logs["loss"]}, step=epoch)
         if epoch in self.p.config.checkpoint_epochs and epoch not in self.result.checkpoint_runs:
-            self.checkpoint(epoch, model or self.model)
+            if self.checkpoint(epoch, model or self.model):
+                control.should_training_stop = True
+                self.result.stopped_early_at = epoch
+                mlflow.set_tag("stopped_early", str(epoch))
 
-    def checkpoint(self, epoch: int, model) -> None:
-        """Evaluate, save the adapter and predictions locally, log them to a child run."""
+    def checkpoint(self, epoch: int, model) -> bool:
+        """Evaluate, save the adapter and predictions locally, log them to a child run.
+
+        Returns True when the checkpoint hook asks to stop training.
+        """
         start = time.perf_counter()
         cfg = self.p.config
-        evaluations = evaluate_all(model, self.tokenizer, self.p.examples.test,
-                                   batch_size=cfg.eval_batch_size, max_prompt_tokens=cfg.max_seq_length)
+        evaluations = evaluate_all(model, self.tokenizer, self.p.examples.test, batch_size=cfg.eval_batch_size,
+                                   max_prompt_tokens=cfg.max_seq_length, max_new_tokens=cfg.max_new_tokens)
         metrics = merged_metrics(evaluations)
         folder = self.out_dir / f"epoch-{epoch}"
         model.save_pretrained(folder / "adapter")
@@ -134,8 +142,7 @@ class CheckpointCallback(TrainerCallback):
         self.result.metrics[epoch] = metrics
         self.eval_seconds += time.perf_counter() - start
         log.info("epoch %d checkpoint logged as run %s", epoch, child.info.run_id)
-        if self.hook:
-            self.hook(epoch, metrics)
+        return bool(self.hook and self.hook(epoch, metrics))
 
 
 def write_predictions(evaluations: dict[str, TaskEvaluation], folder: Path) -> None:
@@ -187,8 +194,12 @@ def run_params(p: Prepared) -> dict[str, str]:
 
 
 def train(config: FinetuneConfig, on_checkpoint: CheckpointHook | None = None,
-          run_tags: dict[str, str] | None = None) -> FinetuneResult:
-    """Fine-tune with LoRA, evaluating and logging at each checkpoint epoch; returns the run ids."""
+          run_tags: dict[str, str] | None = None, parent_run_id: str | None = None) -> FinetuneResult:
+    """Fine-tune with LoRA, evaluating and logging at each checkpoint epoch; returns the run ids.
+
+    With `parent_run_id` (or inside an active run) the fine-tune is a nested child run, as a
+    sweep's trials are; `run_tags` override the default tags (e.g. role=trial).
+    """
     # -- resolve and validate everything before a run is created
     prepared = prepare(config)
     tracking.setup_tracking(config.experiment)
@@ -196,7 +207,9 @@ def train(config: FinetuneConfig, on_checkpoint: CheckpointHook | None = None,
     model, tokenizer = load_model_and_tokenizer(prepared.model_ref.path, prepared.precision, prepared.device)
     targets = config.lora_targets or prepared.model_ref.lora_targets
 
-    run = mlflow.start_run(run_name=default_run_name(config))
+    outer = mlflow.active_run()
+    run = mlflow.start_run(run_name=default_run_name(config), nested=outer is not None,
+                           parent_run_id=parent_run_id)
     result = FinetuneResult(run_id=run.info.run_id)
     try:
         # -- params, tags, split manifest, dataset inputs
@@ -245,16 +258,18 @@ def train(config: FinetuneConfig, on_checkpoint: CheckpointHook | None = None,
             "perf/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         })
     except KeyboardInterrupt:
-        _end_all_runs("KILLED")
+        _end_runs_until(result.run_id, "KILLED")
         raise
     except BaseException:
-        _end_all_runs("FAILED")
+        _end_runs_until(result.run_id, "FAILED")
         raise
-    _end_all_runs("FINISHED")
+    _end_runs_until(result.run_id, "FINISHED")
     return result
 
 
-def _end_all_runs(status: str) -> None:
-    """End the active run and any child still open, with `status`."""
-    while mlflow.active_run():
+def _end_runs_until(run_id: str, status: str) -> None:
+    """End the runs this fine-tune opened (any open child, then `run_id`), leaving outer runs open."""
+    while (active := mlflow.active_run()) is not None:
         mlflow.end_run(status)
+        if active.info.run_id == run_id:
+            break

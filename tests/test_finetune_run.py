@@ -27,7 +27,8 @@ def finished_run(tiny_model_dir, tmp_path_factory):
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
         mp.delenv("MLFLOW_RUN_ID", raising=False)
         config = FinetuneConfig(model=str(tiny_model_dir), data=DATA, epochs=2, checkpoint_epochs=(1, 2),
-                                train_limit=4, eval_limit=2, batch_size=2, learning_rate=1e-3, study="layout")
+                                train_limit=4, eval_limit=2, batch_size=2, learning_rate=1e-3, study="layout",
+                                max_new_tokens=24)
         result = train(config)
         yield result, root, mlflow.MlflowClient()
 
@@ -92,7 +93,7 @@ def test_split_manifest_and_local_copies(finished_run):
 def test_same_test_ids_across_runs_and_poisoning(finished_run, tiny_model_dir):
     result, root, client = finished_run
     config = FinetuneConfig(model=str(tiny_model_dir), data=DATA, tasks="labeling", epochs=1,
-                            checkpoint_epochs=(1,), train_limit=4, eval_limit=2, poison_rate=0.5,
+                            checkpoint_epochs=(1,), train_limit=4, eval_limit=2, poison_rate=0.5, max_new_tokens=24,
                             study="layout")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
@@ -108,3 +109,31 @@ def test_same_test_ids_across_runs_and_poisoning(finished_run, tiny_model_dir):
     assert params["poison_rate"] == "0.5" and params["poisoned_count"] == "2"
     poisoned = mlflow.artifacts.download_artifacts(run_id=other.run_id, artifact_path="data/poisoned_ids.json")
     assert len(json.loads(Path(poisoned).read_text())) == 2
+
+
+def test_evaluate_logged_adapter_and_zero_shot(finished_run, tiny_model_dir):
+    from pipelines import evaluate
+
+    result, root, client = finished_run
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        assert evaluate.main(["--adapter", result.run_id, "--epoch", "1", "--data", DATA, "--eval-limit", "2",
+                              "--tasks", "harmonization", "--max-new-tokens", "16", "--study", "layout"]) == 0
+        assert evaluate.main(["--model", str(tiny_model_dir), "--data", DATA, "--split", "all",
+                              "--eval-limit", "3", "--tasks", "impression", "--max-new-tokens", "8"]) == 0
+        assert evaluate.main(["--adapter", "no-such-run", "--data", DATA]) == 2
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string="tags.role = 'evaluation'")
+    by_kind = {r.data.tags["evaluation"]: r for r in runs}
+    adapter_run, zero_shot = by_kind["adapter"], by_kind["zero-shot"]
+    assert adapter_run.data.params["source_run"] == result.checkpoint_runs[1]
+    assert adapter_run.data.params["source_epoch"] == "1"
+
+    def ids(run_id: str, task: str) -> list[str]:
+        path = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=f"predictions/{task}.jsonl")
+        return [json.loads(line)["id"] for line in Path(path).read_text().splitlines()]
+
+    assert ids(adapter_run.info.run_id, "harmonization") == ids(result.checkpoint_runs[1], "harmonization")
+    assert len(ids(zero_shot.info.run_id, "impression")) == 3
+    assert "impression/rougeL" in zero_shot.data.metrics

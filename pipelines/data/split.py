@@ -14,6 +14,7 @@ from pathlib import Path
 from pipelines.data.records import DataBundle
 
 TEST_FRACTION = 0.2
+VALIDATION_FRACTION = 0.1  # of the train split, for hyperparameter search
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,18 @@ def split_ids(ids: list[str], seed: int, test_fraction: float = TEST_FRACTION) -
     random.Random(seed).shuffle(order)
     n_test = round(len(order) * test_fraction)
     return Split(train=tuple(order[n_test:]), test=tuple(order[:n_test]))
+
+
+def carve_validation(splits: dict[str, Split], fraction: float = VALIDATION_FRACTION) -> dict[str, Split]:
+    """Train/validation splits carved from each train split (its seeded tail), test untouched.
+
+    Used by sweeps: hyperparameters are chosen on validation examples, never on the test set.
+    """
+    out = {}
+    for name, split in splits.items():
+        n_val = max(1, round(len(split.train) * fraction)) if split.train else 0
+        out[name] = Split(train=split.train[: len(split.train) - n_val], test=split.train[len(split.train) - n_val :])
+    return out
 
 
 def split_bundle(bundle: DataBundle, seed: int) -> dict[str, Split]:
