@@ -45,7 +45,18 @@ def evaluate_task(
         model, tokenizer, [e.prompt for e in examples], max_new_tokens=budget,
         batch_size=batch_size, max_prompt_tokens=max_prompt_tokens, desc=f"eval {task_name}",
     )
-    seconds = time.perf_counter() - start
+    return score_outputs(task_name, examples, outputs, time.perf_counter() - start)
+
+
+def score_outputs(
+    task_name: str, examples: list[Example], outputs: list[str], seconds: float
+) -> TaskEvaluation:
+    """Parse (never raising) and score raw outputs, one per example, into metrics and prediction records.
+
+    Shared by fine-tuned checkpoints and by baselines (API or local chat models), so both are
+    scored and logged identically.
+    """
+    task = get_task(task_name)
     parsed = [task.parse(o) for o in outputs]
     scores = task.score([e.reference for e in examples], parsed)
     metrics = {f"{task_name}/{k}": float(v) for k, v in scores.metrics.items()}

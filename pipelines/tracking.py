@@ -115,6 +115,17 @@ def log_folder(folder: Path, artifact_path: str) -> None:
     mlflow.log_artifacts(str(folder), artifact_path)
 
 
+def dataset_source(spec: str):
+    """An MLflow dataset source whose URI is our data spec, e.g. ``openi-csv:/data/r.csv?unmapped=warn``.
+
+    Built directly: mlflow's resolver takes ``openi-csv:`` for a URI scheme it does not know and
+    raises, so a source string only works for plain paths and ``synthetic``.
+    """
+    from mlflow.data.sources import LocalArtifactDatasetSource
+
+    return LocalArtifactDatasetSource(spec)
+
+
 def log_dataset_inputs(bundle: DataBundle, splits: dict[str, Split]) -> None:
     """Log each dataset's train and test parts as MLflow dataset inputs with a content digest."""
     import pandas as pd
@@ -134,9 +145,10 @@ def log_dataset_inputs(bundle: DataBundle, splits: dict[str, Split]) -> None:
             ids = set(getattr(splits[name], part))
             subset = frame[frame["id"].isin(ids)].reset_index(drop=True)
             with warnings.catch_warnings():
-                # A spec like "synthetic?reports=40" resolves to a local source ambiguously; harmless.
+                # mlflow's schema hints (e.g. about integer columns); harmless here.
                 warnings.simplefilter("ignore", UserWarning)
-                dataset = mlflow.data.from_pandas(subset, source=source, name=f"{name}-{part}")
+                dataset = mlflow.data.from_pandas(subset, source=dataset_source(source),
+                                                  name=f"{name}-{part}")
             mlflow.log_input(dataset, context="training" if part == "train" else "evaluation")
 
 

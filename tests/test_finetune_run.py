@@ -137,3 +137,23 @@ def test_evaluate_logged_adapter_and_zero_shot(finished_run, tiny_model_dir):
     assert ids(adapter_run.info.run_id, "harmonization") == ids(result.checkpoint_runs[1], "harmonization")
     assert len(ids(zero_shot.info.run_id, "impression")) == 3
     assert "impression/rougeL" in zero_shot.data.metrics
+
+
+def test_analyze_real_fine_tunes(finished_run, tiny_model_dir):
+    """`analyze` over the two tiny fine-tunes above: tables and a role=analysis run."""
+    from analysis import analyze
+
+    result, root, client = finished_run
+    out = root / "analysis-out"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
+        code = analyze.main(["--study", "layout", "--role", "checkpoint", "--param", "epoch=1",
+                             "--reference", result.checkpoint_runs[1], "--output", str(out),
+                             "--cache-dir", str(root / "cache")])
+    assert code == 0
+    files = {p.name for p in out.iterdir()}
+    assert any(name.startswith("labeling") for name in files), files
+    runs = mlflow.search_runs(search_all_experiments=True, output_format="list",
+                              filter_string="tags.role = 'analysis'")
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"

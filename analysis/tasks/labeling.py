@@ -1,0 +1,136 @@
+"""Task 1, report labeling: per-label F1 / precision / recall / support and McNemar per label.
+
+A predicted key that is missing, or not "Yes"/"No", counts as the opposite of the reference
+(wrong), so a failed parse is wrong on all 14 labels. Positive class: "Yes".
+"""
+
+from __future__ import annotations
+
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+from analysis.runs import AlignedPair
+from analysis.stats import mcnemar_test
+from analysis.tasks.base import (
+    TASK_ANALYSES,
+    CompareOptions,
+    Records,
+    Rows,
+    Tables,
+    TaskAnalysis,
+    add_adjusted,
+    f1_from_counts,
+    parse_fail_rate,
+)
+from pipelines.schema import LABEL_KEYS, NO, YES
+
+
+def yes_matrices(records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    """(truth, predicted): n x 14 boolean matrices, True where the label is "Yes", columns LABEL_KEYS.
+
+    A missing or invalid predicted value is the opposite of the reference (wrong). Built with
+    whole-array comparisons: this runs for every run and pair (hundreds of thousands of cells).
+    """
+    shape = (len(records), len(LABEL_KEYS))
+    true_values = np.array([_values(r.get("reference")) for r in records], dtype=object).reshape(shape)
+    guesses = np.array([_values(r.get("parsed")) for r in records], dtype=object).reshape(shape)
+    truth = true_values == YES
+    invalid = ~(truth | (true_values == NO))
+    if invalid.any():
+        row, col = np.argwhere(invalid)[0]
+        raise ValueError(
+            f"labeling example {records[row].get('id')!r}: reference for {LABEL_KEYS[col]!r} "
+            f"is {true_values[row, col]!r}, not Yes/No"
+        )
+    guessed_yes = guesses == YES
+    valid_guess = guessed_yes | (guesses == NO)
+    return truth, np.where(valid_guess, guessed_yes, ~truth)
+
+
+_ALL_KEYS = itemgetter(*LABEL_KEYS)
+
+
+def _values(labels: Any) -> tuple[Any, ...]:
+    """The 14 values of a label dict in LABEL_KEYS order; None for absent keys or a non-dict."""
+    if not isinstance(labels, dict):
+        return (None,) * len(LABEL_KEYS)
+    try:
+        return _ALL_KEYS(labels)  # one C call: the common, complete case
+    except KeyError:
+        return tuple(labels.get(k) for k in LABEL_KEYS)
+
+
+def correctness(records: list[dict[str, Any]]) -> np.ndarray:
+    """n x 14 boolean matrix: was each label of each report predicted right."""
+    truth, predicted = yes_matrices(records)
+    return truth == predicted
+
+
+def per_label_rows(truth: np.ndarray, predicted: np.ndarray) -> Rows:
+    """One row per label: tp, fp, fn, tn, support (reference "Yes" count), precision, recall, F1."""
+    counts = {
+        "tp": (truth & predicted).sum(axis=0),
+        "fp": (~truth & predicted).sum(axis=0),
+        "fn": (truth & ~predicted).sum(axis=0),
+        "tn": (~truth & ~predicted).sum(axis=0),
+    }
+    rows = []
+    for j, key in enumerate(LABEL_KEYS):
+        cell = {name: int(values[j]) for name, values in counts.items()}
+        precision, recall, f1 = f1_from_counts(cell["tp"], cell["fp"], cell["fn"])
+        rows.append(
+            {
+                "label": key,
+                **cell,
+                "support": cell["tp"] + cell["fn"],
+                "precision": precision,
+                "recall": recall,
+                "f1": f1,
+            }
+        )
+    return rows
+
+
+def summarize(records: Records, alpha: float = 0.05) -> Tables:
+    """labeling_per_label (14 rows) and labeling_summary (macro / micro F1, exact match, parse failures)."""
+    truth, predicted = yes_matrices(list(records.values()))
+    rows = per_label_rows(truth, predicted)
+    tp, fp, fn = (sum(r[c] for r in rows) for c in ("tp", "fp", "fn"))
+    exact = np.all(truth == predicted, axis=1)
+    summary = {
+        "n": len(records),
+        "f1_macro": float(np.mean([r["f1"] for r in rows])),  # the paper's headline: mean of 14 F1s
+        "f1_micro": f1_from_counts(tp, fp, fn)[2],
+        "exact_match": float(exact.mean()) if exact.size else float("nan"),
+        "parse_fail_rate": parse_fail_rate(records),
+    }
+    return {"labeling_per_label": rows, "labeling_summary": [summary]}
+
+
+def compare(pair: AlignedPair, options: CompareOptions) -> Tables:
+    """McNemar per label on paired per-report correctness; correction across the 14 labels."""
+    ref, other = correctness(pair.ref), correctness(pair.other)
+    rows = []
+    for j, key in enumerate(LABEL_KEYS):
+        result = mcnemar_test(ref[:, j], other[:, j])
+        rows.append(
+            {
+                "label": key,
+                "n": len(pair.ids),
+                "accuracy_ref": float(ref[:, j].mean()),
+                "accuracy_other": float(other[:, j].mean()),
+                "both_correct": result.both_correct,
+                "ref_only_correct": result.ref_only,
+                "other_only_correct": result.other_only,
+                "both_wrong": result.both_wrong,
+                "statistic": result.statistic,
+                "p_value": result.p_value,
+                "method": result.method,
+            }
+        )
+    return {"labeling_mcnemar": add_adjusted(rows, options)}
+
+
+ANALYSIS = TASK_ANALYSES.add("labeling", TaskAnalysis("labeling", summarize, compare, ("f1_macro",)))
