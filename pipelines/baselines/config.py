@@ -1,0 +1,93 @@
+"""Typed configuration of a baseline: a chat model scored without fine-tuning on the test split."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from pipelines.config import PRECISIONS, ConfigError, flat_params
+from pipelines.tasks import parse_task_list
+
+PROMPTING_MODES = ("zero-shot", "prompt-engineered")
+TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+
+
+def parse_bool(value: object, option: str) -> bool:
+    """true/false/yes/no/1/0 (any case) as a bool; errors name the option."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in TRUE_WORDS or text in FALSE_WORDS:
+        return text in TRUE_WORDS
+    raise ConfigError(f"--{option} must be true or false, got {value!r}")
+
+
+@dataclass
+class BaselineConfig:
+    """Everything that defines a baseline run.
+
+    backend: `local` (a HF chat model in-process, e.g. the embedded smollm2-135m) or `openai`
+    (any OpenAI-compatible endpoint: GPT-4o, a hospital's vLLM or llama.cpp server).
+    base_url: the endpoint's /v1 root (default $OPENAI_BASE_URL); the API key is read from the
+    environment variable named by api_key_env. A non-local endpoint needs allow_remote.
+    The test split is the one fine-tunes use: same data, split_seed and eval_limit.
+    """
+
+    model: str = "smollm2-135m"
+    backend: str = "local"
+    prompting: str = "zero-shot"
+    tasks: tuple[str, ...] = ("labeling", "harmonization", "impression")
+    data: str = "synthetic"
+    split_seed: int = 0
+    eval_limit: int = 0
+    max_new_tokens: int = 0  # cap on each task's generation budget; 0 = the task's own
+    base_url: str = ""
+    api_key_env: str = "OPENAI_API_KEY"
+    allow_remote: bool = False
+    concurrency: int = 4  # requests in flight at once (openai)
+    max_retries: int = 5
+    timeout_s: float = 60.0
+    backoff_s: float = 1.0  # first retry wait when the server sends no Retry-After; doubles each time
+    temperature: float = 0.0
+    cache: str = "outputs/baseline-cache.sqlite"  # "" = no response cache
+    prompts_dir: str = ""  # "" = the repository's prompts/ folder
+    max_seq_length: int = 2048  # local backend: prompt token budget (a longer prompt loses its middle)
+    eval_batch_size: int = 16
+    device: str = "auto"
+    precision: str = "auto"
+    study: str = "default"
+    experiment: str = "clinical-slm"
+    run_name: str = ""
+
+    def __post_init__(self) -> None:
+        raw = self.tasks if isinstance(self.tasks, str) else ",".join(self.tasks)
+        self.tasks = tuple(parse_task_list(raw))
+        self.allow_remote = parse_bool(self.allow_remote, "allow-remote")
+        if self.backend == "openai" and not self.base_url:
+            self.base_url = os.environ.get("OPENAI_BASE_URL", "")
+        self._validate()
+
+    def _validate(self) -> None:
+        from pipelines.baselines.backends import BACKENDS
+
+        BACKENDS.get(self.backend)  # an unknown name lists the valid ones
+        if self.prompting not in PROMPTING_MODES:
+            raise ConfigError(f"--prompting must be one of {PROMPTING_MODES}, got {self.prompting!r}")
+        if self.backend == "openai" and not self.base_url:
+            raise ConfigError("the openai backend needs --base-url (or $OPENAI_BASE_URL), e.g. http://127.0.0.1"
+                              ":8000/v1 for a local vLLM, https://api.openai.com/v1 for GPT-4o")
+        if self.backend == "local" and self.temperature != 0:
+            raise ConfigError("the local backend decodes greedily; leave --temperature at 0")
+        for name in ("concurrency", "max_seq_length", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_limit", "max_new_tokens", "max_retries", "backoff_s", "temperature"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
+        if self.timeout_s <= 0:
+            raise ConfigError(f"--timeout-s must be > 0, got {self.timeout_s}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+    def as_params(self) -> dict[str, str]:
+        """Flat string params for MLflow."""
+        return flat_params(self)

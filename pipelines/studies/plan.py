@@ -1,0 +1,215 @@
+"""The study plan: each run's state in the tracking store and claims table, and its cost estimate.
+
+Cost is estimated without loading a model: tokens are characters / 4 (close enough for English
+BPE vocabularies to size a job), from the real examples the run would build.
+
+    fine-tune: train tokens = sum(prompt + target tokens) x epochs
+               eval tokens  = sum(prompt tokens + generation budget) x checkpoints
+    baseline:  eval tokens  = sum(rendered prompt tokens + generation budget), one request each
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from pipelines.baselines.config import BaselineConfig
+from pipelines.studies.claims import Claim, ClaimStore
+from pipelines.studies.spec import Study, StudyRun
+from pipelines.tasks import get_task
+
+CHARS_PER_TOKEN = 4
+
+
+@dataclass
+class RunState:
+    """A study run as the stores see it.
+
+    state: done (a FINISHED run), running (a RUNNING run with a live claim), stale (RUNNING, no
+    live claim: its worker died), failed / killed (last attempt), missing (never started).
+    """
+
+    state: str
+    run_id: str = ""
+    claim: Claim | None = None
+    running_ids: list[str] = field(default_factory=list)  # MLflow runs of this key still RUNNING
+
+    @property
+    def todo(self) -> bool:
+        return self.state not in ("done", "running")
+
+
+@dataclass
+class Cost:
+    """Estimated size of a run; `error` when its data could not be read."""
+
+    examples: int = 0  # train examples x epochs (fine-tune) or requests (baseline)
+    train_tokens: int = 0
+    eval_tokens: int = 0
+    error: str = ""
+
+
+def study_runs(study: Study, client: MlflowClient | None = None) -> list[Run]:
+    """Every top-level run tagged with the study in its experiment (empty when it does not exist yet)."""
+    client = client or MlflowClient()
+    experiment = client.get_experiment_by_name(study.experiment)
+    if experiment is None:
+        return []
+    runs, token = [], None
+    while True:
+        page = client.search_runs([experiment.experiment_id], f"tags.study = '{study.name}'",
+                                  max_results=1000, page_token=token)
+        runs += [r for r in page if "study_run_key" in r.data.tags]
+        token = page.token
+        if not token:
+            return runs
+
+
+def run_states(study: Study, claims: ClaimStore | None = None,
+               client: MlflowClient | None = None) -> dict[str, RunState]:
+    """State of every run of the study, by run name."""
+    by_key: dict[str, list[Run]] = {}
+    for run in study_runs(study, client):
+        by_key.setdefault(run.data.tags["study_run_key"], []).append(run)
+    held = claims.all(study.name) if claims else {}
+    states = {}
+    for spec in study.runs:
+        states[spec.name] = state_of(by_key.get(spec.key, []), held.get(spec.key),
+                                     claims.stale_after_s if claims else 0.0)
+    return states
+
+
+def state_of(runs: list[Run], claim: Claim | None, stale_after_s: float) -> RunState:
+    newest_first = sorted(runs, key=lambda r: r.info.start_time or 0, reverse=True)
+    finished = [r for r in newest_first if r.info.status == "FINISHED"]
+    if finished:
+        return RunState("done", finished[0].info.run_id, claim)
+    live = claim is not None and claim.live(stale_after_s)
+    running = [r.info.run_id for r in newest_first if r.info.status in ("RUNNING", "SCHEDULED")]
+    if live:
+        return RunState("running", running[0] if running else "", claim, running)
+    if running:
+        return RunState("stale", running[0], claim, running)
+    if newest_first:
+        return RunState(newest_first[0].info.status.lower(), newest_first[0].info.run_id, claim)
+    return RunState("missing", "", claim)
+
+
+# ---------------------------------------------------------------- cost
+
+
+@functools.lru_cache(maxsize=8)
+def _split_data(data: str, split_seed: int):
+    from pipelines.data.sources import load_data
+    from pipelines.data.split import split_bundle
+
+    bundle = load_data(data)
+    return bundle, split_bundle(bundle, split_seed)
+
+
+def _tokens(text: str) -> int:
+    return -(-len(text) // CHARS_PER_TOKEN)
+
+
+def _budget(task: str, cap: int) -> int:
+    budget = get_task(task).max_new_tokens
+    return min(budget, cap) if cap else budget
+
+
+def estimate_cost(run: StudyRun) -> Cost:
+    """Examples and tokens the run will process (see the module docstring for the arithmetic)."""
+    from pipelines.examples import build_examples
+
+    cfg = run.config
+    try:
+        bundle, splits = _split_data(cfg.data, cfg.split_seed)
+        if isinstance(cfg, BaselineConfig):
+            return _baseline_cost(cfg, bundle, splits)
+        examples = build_examples(bundle, splits, cfg.tasks, train_limit=cfg.train_limit,
+                                  eval_limit=cfg.eval_limit)
+    except (ValueError, OSError) as exc:
+        return Cost(error=str(exc).splitlines()[0][:120])
+    train = [e for ex in examples.train.values() for e in ex]
+    eval_once = sum(_tokens(e.prompt) + _budget(e.task, cfg.max_new_tokens)
+                    for ex in examples.test.values() for e in ex)
+    return Cost(examples=len(train) * cfg.epochs,
+                train_tokens=sum(_tokens(e.prompt) + _tokens(e.target) for e in train) * cfg.epochs,
+                eval_tokens=eval_once * len(cfg.checkpoint_epochs))
+
+
+def _baseline_cost(cfg: BaselineConfig, bundle, splits) -> Cost:
+    from pipelines.baselines.prompts import load_templates
+    from pipelines.evaluation import input_text
+    from pipelines.examples import build_test_examples
+
+    templates = load_templates(cfg.prompting, cfg.tasks, cfg.prompts_dir)
+    test = build_test_examples(bundle, {n: s.test for n, s in splits.items()}, cfg.tasks, cfg.eval_limit)
+    tokens = sum(_tokens(templates[t].render(input_text(e.prompt))) + _budget(t, cfg.max_new_tokens)
+                 for t, ex in test.items() for e in ex)
+    return Cost(examples=sum(len(ex) for ex in test.values()), eval_tokens=tokens)
+
+
+# ---------------------------------------------------------------- the printed plan
+
+
+def human(n: int) -> str:
+    """1234567 -> '1.2M'."""
+    for unit, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f}{unit}"
+    return str(n)
+
+
+def _describe(run: StudyRun) -> str:
+    cfg = run.config
+    tasks = "all" if len(cfg.tasks) == 3 else ",".join(cfg.tasks)
+    if isinstance(cfg, BaselineConfig):
+        remote = f" {cfg.base_url}{_remote_note(cfg)}" if cfg.backend == "openai" else ""
+        return f"{cfg.model} {cfg.prompting} via {cfg.backend}{remote}; tasks {tasks}"
+    poison = f" poison {cfg.poison_rate:g}" if cfg.poison_rate else ""
+    checkpoints = ",".join(map(str, cfg.checkpoint_epochs))
+    return (f"{cfg.model} tasks {tasks}{poison}; {cfg.epochs} ep @ {checkpoints}, "
+            f"bs {cfg.batch_size}, lr {cfg.learning_rate:g}")
+
+
+def _remote_note(cfg: BaselineConfig) -> str:
+    from pipelines.baselines.privacy import inspect_endpoint
+
+    try:
+        local = inspect_endpoint(cfg.base_url).local
+    except ValueError as exc:
+        return f" (invalid: {exc})"
+    if local:
+        return ""
+    return " (remote, allowed)" if cfg.allow_remote else " (remote: refused without --allow-remote)"
+
+
+def format_plan(study: Study, states: dict[str, RunState], costs: dict[str, Cost] | None = None) -> str:
+    """The matrix as a text table, with totals of what is still to do."""
+    costs = costs or {}
+    lines = [f"study {study.name!r} ({study.path}), experiment {study.experiment!r}: {len(study.runs)} runs",
+             f"{'#':>2}  {'run':<34} {'kind':<8} {'state':<9} {'ex x ep':>8} {'train tok':>9} "
+             f"{'eval tok':>9}  settings"]
+    todo = Cost()
+    for i, run in enumerate(study.runs, 1):
+        state, cost = states[run.name], costs.get(run.name, Cost())
+        note = state.state
+        if state.state == "running" and state.claim:
+            note += f" ({state.claim.worker})"
+        sizes = (f"{'?':>8} {'?':>9} {'?':>9}" if cost.error else
+                 f"{human(cost.examples):>8} {human(cost.train_tokens):>9} {human(cost.eval_tokens):>9}")
+        lines.append(f"{i:>2}  {run.name:<34} {run.kind:<8} {note:<9} {sizes}  {_describe(run)}")
+        if cost.error:
+            lines.append(f"{'':>4}cost unknown: {cost.error}")
+        if state.todo:
+            todo.examples += cost.examples
+            todo.train_tokens += cost.train_tokens
+            todo.eval_tokens += cost.eval_tokens
+    done = sum(s.state == "done" for s in states.values())
+    left = sum(s.todo for s in states.values())
+    lines.append(f"{done} done, {left} to run: about {human(todo.examples)} example-epochs, "
+                 f"{human(todo.train_tokens)} training tokens, {human(todo.eval_tokens)} evaluation tokens "
+                 f"(tokens ~ characters / {CHARS_PER_TOKEN})")
+    return "\n".join(lines)

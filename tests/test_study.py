@@ -1,0 +1,313 @@
+"""Studies: the shipped study files, run keys, the claims table (two workers never take the same
+run, stale claims are taken over), and plan / run / interrupt / resume / skip on a tiny study."""
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from mlflow.tracking import MlflowClient
+
+from pipelines.studies import (
+    ClaimStore,
+    StudyError,
+    estimate_cost,
+    format_plan,
+    load_study,
+    run_states,
+    run_study,
+)
+from pipelines.studies import runner as study_runner
+from pipelines.studies.runner import execute_run, post_study, run_tags
+
+ROOT = Path(__file__).resolve().parent.parent
+STUDY_FILES = sorted((ROOT / "studies").rglob("*.yaml"))
+
+
+@pytest.fixture(scope="module")
+def migrated_db(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store with its schema, built once: migrations take seconds each time."""
+    folder = tmp_path_factory.mktemp("mlflow-template")
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    mlflow.MlflowClient().search_experiments()
+    return folder / "mlflow.db"
+
+
+@pytest.fixture
+def store(migrated_db, tracking_store, tmp_path) -> str:
+    """conftest's tracking_store, starting from a copy of the migrated empty database."""
+    shutil.copy(migrated_db, tmp_path / "mlflow.db")
+    return tracking_store
+
+
+def write_study(folder: Path, data: dict) -> Path:
+    path = folder / f"{data['name']}.yaml"
+    path.write_text("# test study\n" + yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def fake_study(folder: Path, n: int = 4) -> Path:
+    """n fine-tune entries that differ by seed: cheap to load, never trained (tests pass a fake executor)."""
+    return write_study(folder, {"name": "fake", "finetune": {"epochs": 2, "checkpoint_epochs": [2]},
+                                "runs": [{"name": f"run-{i}", "seed": i} for i in range(n)]})
+
+
+# ---------------------------------------------------------------- study files and keys
+
+
+@pytest.mark.parametrize("path", STUDY_FILES, ids=lambda p: p.name)
+def test_shipped_study_files_load_and_say_how_to_run_them(path):
+    study = load_study(path)
+    text = path.read_text()
+    assert text.startswith("#") and f"python -m pipelines.study studies/{path.name}" in text
+    assert len({r.key for r in study.runs}) == len(study.runs)
+    kinds = Counter(r.kind for r in study.runs)
+    assert kinds["baseline"] == 2
+    modes = {r.config.prompting for r in study.runs if r.kind == "baseline"}
+    assert modes == {"zero-shot", "prompt-engineered"}
+    finetunes = [r.config for r in study.runs if r.kind == "finetune"]
+    assert sorted(c.poison_rate for c in finetunes if c.poison_rate) == [0.25, 0.5, 0.75, 1.0]
+    single = sorted(c.tasks[0] for c in finetunes if len(c.tasks) == 1)
+    assert single == ["harmonization", "impression", "labeling"]
+    assert all(r.config.study == study.name for r in study.runs)
+
+
+def test_paper_study_is_the_papers_matrix():
+    study = load_study(ROOT / "studies" / "paper.yaml")
+    finetunes = [r.config for r in study.runs if r.kind == "finetune"]
+    assert len(finetunes) == 12
+    assert {c.model for c in finetunes if len(c.tasks) == 3 and not c.poison_rate} == {
+        "opt-350m", "phi-4-mini", "llama-3.2-1b", "mistral-7b", "qwen3-4b"}
+    assert {(c.epochs, c.checkpoint_epochs, c.batch_size, c.learning_rate) for c in finetunes} == {
+        (100, (2, 5, 20, 100), 4, 8e-4)}
+    assert {c.model for c in finetunes if c.poison_rate or len(c.tasks) == 1} == {"opt-350m"}
+    baselines = [r.config for r in study.runs if r.kind == "baseline"]
+    assert {(b.backend, b.model, b.allow_remote) for b in baselines} == {("openai", "gpt-4o", False)}
+    allowed = load_study(ROOT / "studies" / "paper.yaml", {"allow_remote": True})
+    assert all(r.config.allow_remote for r in allowed.runs if r.kind == "baseline")
+
+
+def test_run_keys_follow_result_relevant_settings_only(tmp_path):
+    base = {"name": "k", "finetune": {"epochs": 2, "checkpoint_epochs": [2]}, "runs": [{"name": "a"}]}
+    key = load_study(write_study(tmp_path, base)).runs[0].key
+    renamed = {**base, "runs": [{"name": "b", "device": "cpu"}]}
+    assert load_study(write_study(tmp_path, renamed)).runs[0].key == key
+    assert load_study(write_study(tmp_path, base), {"epochs": 3}).runs[0].key != key
+    coerced = load_study(write_study(tmp_path, base), {"learning_rate": "8e-4"})
+    assert coerced.runs[0].config.learning_rate == 8e-4
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"runs": [{"name": "a", "epoch": 3}]}, "unknown finetune setting 'epoch'; valid:"),
+    ({"runs": [{"name": "a"}, {"name": "b"}]}, "declare the same settings"),
+    ({"runs": [{"name": "a", "seed": 1}, {"name": "a", "seed": 2}]}, "two runs are named"),
+    ({"runs": [{"name": "a", "kind": "sweep"}]}, "kind must be one of"),
+    ({"runs": [{"name": "a", "study": "x"}]}, "set by the study"),
+    ({"name": "bad name"}, "letters, digits"),
+    ({"runs": [{"name": "a", "checkpoint_epochs": [5]}]}, "run 'a': --checkpoint-epochs"),
+])
+def test_study_errors_name_the_run_and_the_fix(tmp_path, change, message):
+    data = {"name": "e", "finetune": {"epochs": 2, "checkpoint_epochs": [2]}, "runs": [{"name": "a"}]}
+    data.update(change)
+    path = tmp_path / "e.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(StudyError, match=message):
+        load_study(path)
+
+
+# ---------------------------------------------------------------- claims
+
+
+def test_two_workers_claim_disjoint_runs(tmp_path):
+    url = f"sqlite:///{tmp_path / 'claims.db'}"
+    ClaimStore(url)  # schema first, as a deployment would
+    keys = [f"run-{i}" for i in range(30)]
+    won: dict[str, list[str]] = {"w1": [], "w2": []}
+    barrier = threading.Barrier(2)
+
+    def worker(name: str) -> None:
+        store, start = ClaimStore(url), time.time()
+        barrier.wait()
+        for key in keys:
+            if store.claim("s", key, name, start):
+                won[name].append(key)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in won]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not set(won["w1"]) & set(won["w2"])
+    assert sorted(won["w1"] + won["w2"]) == sorted(keys)
+
+
+def test_stale_failed_and_own_claims_are_taken_over_only_when_they_should_be(tmp_path):
+    store = ClaimStore(f"sqlite:///{tmp_path / 'claims.db'}", stale_after_s=0.2)
+    start = time.time()
+    assert store.claim("s", "k1", "a", start)
+    assert not store.claim("s", "k1", "b", start)  # live claim
+    assert store.claim("s", "k1", "a", start)  # a worker restarted under its own id
+    time.sleep(0.3)
+    assert store.claim("s", "k1", "b", start)  # a's heartbeat is stale now
+    assert not store.heartbeat("s", "k1", "a") and store.heartbeat("s", "k1", "b")
+
+    assert store.claim("s", "k2", "a", start)
+    store.finish("s", "k2", "a", "failed")
+    assert not store.claim("s", "k2", "b", start)  # b started before the failure: no retry alongside
+    assert store.claim("s", "k2", "b", time.time() + 1)  # a later invocation retries it
+    assert store.get("s", "k2").worker == "b" and store.get("s", "k2").status == "running"
+
+
+def test_heartbeat_keeps_a_long_run_claimed(tmp_path):
+    from pipelines.studies.claims import Heartbeat
+
+    store = ClaimStore(f"sqlite:///{tmp_path / 'claims.db'}", stale_after_s=0.3)
+    assert store.claim("s", "k", "a", time.time())
+    with Heartbeat(store, "s", "k", "a", interval_s=0.05):
+        time.sleep(0.6)
+        assert store.get("s", "k").live(0.3)
+        assert not store.claim("s", "k", "b", time.time())
+
+
+def test_two_study_workers_run_each_run_once(store, tmp_path):
+    study = load_study(fake_study(tmp_path, 6))
+    mlflow.set_experiment(study.experiment)  # create the store's schema before the threads use it
+    url = f"sqlite:///{tmp_path / 'claims.db'}"
+    ClaimStore(url)
+    executed: list[tuple[str, str]] = []
+
+    def make_executor(worker: str):
+        def execute(study_, run):
+            time.sleep(0.05)
+            executed.append((worker, run.name))
+            return f"fake-{run.name}"
+        return execute
+
+    reports = {}
+
+    def worker(name: str) -> None:
+        reports[name] = run_study(study, ClaimStore(url), name, execute=make_executor(name), post_steps=False)
+
+    threads = [threading.Thread(target=worker, args=(w,)) for w in ("w1", "w2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(name for _, name in executed) == sorted(r.name for r in study.runs)
+    for name, report in reports.items():
+        ran = {o.name for o in report.outcomes if o.status == "ran"}
+        assert ran == {run for w, run in executed if w == name}
+        assert all(o.status in ("ran", "elsewhere") for o in report.outcomes)
+
+
+def test_a_failed_run_is_reported_and_the_rest_go_on_unless_fail_fast(store, tmp_path):
+    study = load_study(fake_study(tmp_path, 3))
+
+    def execute(study_, run):
+        if run.name == "run-1":
+            raise RuntimeError("out of memory")
+        return "fake"
+
+    report = run_study(study, ClaimStore(f"sqlite:///{tmp_path / 'c1.db'}"), "w", execute=execute,
+                       post_steps=False)
+    assert [o.status for o in report.outcomes] == ["ran", "failed", "ran"]
+    assert "out of memory" in report.failed[0].detail
+    report = run_study(study, ClaimStore(f"sqlite:///{tmp_path / 'c2.db'}"), "w", execute=execute,
+                       post_steps=False, fail_fast=True)
+    assert [o.status for o in report.outcomes] == ["ran", "failed"]
+    with pytest.raises(ValueError, match="matches none"):
+        run_study(study, ClaimStore(f"sqlite:///{tmp_path / 'c2.db'}"), "w", execute=execute, only=["x*"])
+
+
+def test_plan_command_prints_the_matrix_and_flags_remote_baselines(store, capsys):
+    from pipelines.study import main
+
+    assert main([str(ROOT / "studies" / "paper.yaml"), "--plan", "--set", "eval_limit=2;train_limit=2"]) == 0
+    out = capsys.readouterr().out
+    assert "study 'paper'" in out and "0 done, 14 to run" in out
+    assert out.count("refused without --allow-remote") == 2
+    assert "opt-350m-multitask-poison0.25" in out and "100 ep @ 2,5,20,100, bs 4, lr 0.0008" in out
+
+
+def test_post_steps_call_the_analysis_with_the_baselines_and_skip_what_is_missing(tmp_path, monkeypatch):
+    study = load_study(fake_study(tmp_path, 1))
+    calls = []
+
+    class Done:
+        returncode, stdout, stderr = 0, "3 runs analyzed\ntables: x", ""
+
+    monkeypatch.setattr(study_runner.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or Done())
+    monkeypatch.setattr(study_runner, "module_available", lambda name: name == study_runner.ANALYSIS_MODULE)
+    notes = post_study(study, ["baseline-run-id"])
+    assert calls[0][1:5] == ["-m", "analysis.analyze", "--experiment", study.experiment]
+    assert ["--study", "fake"] == calls[0][5:7] and "baseline-run-id" in calls[0]
+    assert notes[0].startswith("analysis: done") and "report: skipped" in notes[1]
+
+
+# ---------------------------------------------------------------- a tiny real study
+
+
+def test_plan_run_interrupt_resume_and_skip_a_tiny_study(store, tiny_model_dir, tmp_path):
+    path = write_study(tmp_path, {
+        "name": "tiny",
+        "shared": {"data": "synthetic?reports=12&series=20", "tasks": ["harmonization"], "eval_limit": 2,
+                   "max_new_tokens": 16, "device": "cpu"},
+        "finetune": {"model": str(tiny_model_dir), "epochs": 1, "checkpoint_epochs": [1], "train_limit": 2,
+                     "batch_size": 2},
+        "baseline": {"backend": "local", "model": str(tiny_model_dir)},
+        "runs": [{"name": "tiny-ft"}, {"name": "tiny-zero-shot", "kind": "baseline"}],
+    })
+    study = load_study(path)
+    claims = ClaimStore(f"sqlite:///{tmp_path / 'claims.db'}")
+
+    # -- plan: nothing exists yet; the cost is examples x epochs and tokens
+    costs = {run.name: estimate_cost(run) for run in study.runs}
+    assert costs["tiny-ft"].examples == 2 and costs["tiny-ft"].train_tokens > 0
+    assert costs["tiny-zero-shot"].examples == 2 and costs["tiny-zero-shot"].eval_tokens > 0
+    plan = format_plan(study, run_states(study, claims), costs)
+    assert "0 done, 2 to run" in plan and plan.count("missing") == 2
+
+    # -- an interrupted first attempt: the fine-tune left RUNNING by a dead worker, the baseline FAILED
+    ft, bl = study.runs
+    experiment_id = mlflow.set_experiment(study.experiment).experiment_id
+    client = MlflowClient()
+    dead = client.create_run(experiment_id, tags={"study": "tiny", **run_tags(study, ft)}).info.run_id
+    failed = client.create_run(experiment_id, tags={"study": "tiny", **run_tags(study, bl)}).info.run_id
+    client.set_terminated(failed, "FAILED")
+    assert claims.claim("tiny", ft.key, "dead-worker", time.time())
+    with claims.engine.begin() as conn:  # its last heartbeat was long ago
+        conn.execute(claims_table().update().values(heartbeat=time.time() - 10_000))
+    states = run_states(study, claims)
+    assert (states["tiny-ft"].state, states["tiny-zero-shot"].state) == ("stale", "failed")
+
+    # -- resume: both run again, the stale run is closed as KILLED
+    executed = []
+
+    def execute(study_, run):
+        executed.append(run.name)
+        return execute_run(study_, run)
+
+    report = run_study(study, claims, "w1", execute=execute, post_steps=False)
+    assert [o.status for o in report.outcomes] == ["ran", "ran"] and report.complete
+    assert client.get_run(dead).info.status == "KILLED"
+    finished = {o.name: client.get_run(o.run_id) for o in report.outcomes}
+    assert finished["tiny-ft"].data.tags["role"] == "finetune"
+    assert finished["tiny-zero-shot"].data.tags["role"] == "baseline"
+    assert all(r.info.status == "FINISHED" and r.data.tags["study"] == "tiny" for r in finished.values())
+
+    # -- again: everything is done, nothing runs
+    assert "2 done, 0 to run" in format_plan(study, run_states(study, claims))
+    report = run_study(study, claims, "w2", execute=execute, post_steps=False)
+    assert [o.status for o in report.outcomes] == ["skipped", "skipped"]
+    assert executed == ["tiny-ft", "tiny-zero-shot"]
+
+
+def claims_table():
+    from pipelines.studies.claims import CLAIMS
+
+    return CLAIMS
