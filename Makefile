@@ -26,7 +26,8 @@ demo: setup
 	mlflow run . -e finetune --env-manager local
 
 test: setup
-	$(PY) -m pytest -n 2 --dist loadgroup -q
+	$(PY) -m ruff check .
+	$(PY) -m pytest -n 2 --dist loadgroup -q --durations=15
 
 lint: setup
 	$(PY) -m ruff check .

@@ -21,8 +21,13 @@ from pipelines.data.sources import load_data
 from pipelines.data.split import carve_validation, manifest, split_bundle
 from pipelines.evaluation import TaskEvaluation, evaluate_all, merged_metrics
 from pipelines.examples import TaskExamples, build_examples
-from pipelines.models import ResolvedModel, load_model_and_tokenizer, resolve_device, resolve_model, \
-    resolve_precision
+from pipelines.models import (
+    ResolvedModel,
+    load_model_and_tokenizer,
+    resolve_device,
+    resolve_model,
+    resolve_precision,
+)
 from pipelines.training_data import EncodedDataset, ResponseOnlyCollator, encode_example
 
 log = logging.getLogger(__name__)

@@ -45,7 +45,8 @@ def test_mlflow_run_finetune_end_to_end(tiny_model_dir, tmp_path):
         "mlflow", "run", str(ROOT), "-e", "finetune", "--env-manager", "local",
         "-P", f"model={tiny_model_dir}", "-P", "data=synthetic?reports=30&series=30",
         "-P", "tasks=labeling,harmonization", "-P", "epochs=2", "-P", "checkpoint_epochs=1,2",
-        "-P", "train_limit=3", "-P", "eval_limit=2", "-P", "learning_rate=8e-4", "-P", "study=e2e", "-P", "max_new_tokens=24",
+        "-P", "train_limit=3", "-P", "eval_limit=2", "-P", "learning_rate=8e-4", "-P", "study=e2e",
+        "-P", "max_new_tokens=24",
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=mlflow_env(tmp_path, "e2e"), capture_output=True,
                           text=True, timeout=600)
