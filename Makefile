@@ -27,7 +27,7 @@ demo: setup
 
 test: setup
 	$(PY) -m ruff check .
-	$(PY) -m pytest -n 2 --dist loadgroup -q --durations=15
+	$(PY) -m pytest -n 2 --dist loadfile -q --durations=15
 
 lint: setup
 	$(PY) -m ruff check .

@@ -1,0 +1,84 @@
+"""What a report section is, and the registry that holds them in the report's order."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import pandas as pd
+import plotly.graph_objects as go
+
+from dashboards.inputs import ReportInputs
+from dashboards.options import ReportOptions
+from dashboards.paper import Published, published_for
+from dashboards.runs import RunCatalog
+from pipelines.registry import Registry
+
+
+@dataclass(frozen=True)
+class FigureItem:
+    """One figure: `name` is unique within its section (it names the file), caption 1-2 sentences."""
+
+    name: str
+    figure: go.Figure
+    caption: str
+
+
+@dataclass
+class Section:
+    """What a builder returns: figures and HTML blocks (already escaped), or a one-line note."""
+
+    figures: list[FigureItem] = field(default_factory=list)
+    blocks: list[str] = field(default_factory=list)  # HTML after the figures (tables)
+    note: str = ""  # shown instead of figures when there is nothing to draw (or above them)
+
+    @classmethod
+    def empty(cls, note: str) -> Section:
+        return cls(note=note)
+
+
+@dataclass
+class ReportContext:
+    """What every builder reads."""
+
+    inputs: ReportInputs
+    options: ReportOptions
+    runs: RunCatalog
+
+    def table(self, name: str) -> pd.DataFrame | None:
+        """An analysis table, or None when the analysis did not produce it (or it is empty)."""
+        frame = self.inputs.tables.get(name)
+        return frame if frame is not None and not frame.empty else None
+
+    @property
+    def alpha(self) -> float:
+        return self.inputs.alpha
+
+    def published(self, task: str, metric: str, run_ids: Iterable[str]) -> list[Published]:
+        return published_for(task, metric, self.options.paper_lines, self.runs.params_of(run_ids))
+
+
+@dataclass(frozen=True)
+class SectionSpec:
+    key: str  # anchor and file-name prefix
+    title: str
+    order: int  # position in the report
+    build: Callable[[ReportContext], Section]
+
+
+SECTIONS: Registry[SectionSpec] = Registry("report section")
+
+
+def section(key: str, title: str, order: int) -> Callable[[Callable[[ReportContext], Section]], Callable]:
+    """Register a builder under `key`, shown at position `order` of the report."""
+
+    def register(build: Callable[[ReportContext], Section]) -> Callable[[ReportContext], Section]:
+        SECTIONS.add(key, SectionSpec(key, title, order, build))
+        return build
+
+    return register
+
+
+def ordered_sections() -> list[SectionSpec]:
+    """Every registered section, in report order."""
+    return sorted((SECTIONS.get(name) for name in SECTIONS.names()), key=lambda s: s.order)

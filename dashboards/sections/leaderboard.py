@@ -1,0 +1,188 @@
+"""Section 1: every run with its headline metrics, best marked, published values as reference lines."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from dashboards.runs import model_name, tasks_text
+from dashboards.sections.base import FigureItem, ReportContext, Section, section
+from dashboards.style import (
+    add_published_legend,
+    add_published_lines,
+    bar_text_positions,
+    escape,
+    hover,
+    layout,
+    runs_height,
+)
+
+# (task, column, table header, higher is better, number format)
+COLUMNS: tuple[tuple[str, str, str, bool, str], ...] = (
+    ("labeling", "f1_macro", "Labeling macro F1", True, ".3f"),
+    ("labeling", "parse_fail_rate", "Labeling parse fails", False, ".0%"),
+    ("harmonization", "accuracy", "Harmonization accuracy [CI]", True, ".3f"),
+    ("harmonization", "parse_fail_rate", "Harmonization parse fails", False, ".0%"),
+    ("impression", "bleu", "Impression BLEU", True, ".1f"),
+    ("impression", "rougeL", "Impression ROUGE-L", True, ".3f"),
+    ("impression", "parse_fail_rate", "Impression parse fails", False, ".0%"),
+)
+# charted column -> (panel title, axis title with units, axis range)
+CHARTED = {
+    "labeling/f1_macro": ("Labeling: macro F1", "macro F1 (0-1)", [0, 1.05]),
+    "harmonization/accuracy": ("Harmonization: accuracy", "accuracy (0-1)", [0, 1.05]),
+    "impression/bleu": ("Impression: BLEU", "corpus BLEU (0-100)", [0, 105]),
+    "impression/rougeL": ("Impression: ROUGE-L", "mean ROUGE-L (0-1)", [0, 1.05]),
+}
+
+
+def headline_frame(ctx: ReportContext) -> pd.DataFrame:
+    """One row per run (index run_id), one column per `task/column` of COLUMNS (NaN: not scored)."""
+    frame = pd.DataFrame()
+    for task in ("labeling", "harmonization", "impression"):
+        summary = ctx.table(f"{task}_summary")
+        if summary is None:
+            continue
+        wanted = [c for t, c, *_ in COLUMNS if t == task and c in summary]
+        extra = [c for c in ("ci_low", "ci_high") if task == "harmonization" and c in summary]
+        part = summary.drop_duplicates("run_id").set_index("run_id")[wanted + extra]
+        part.columns = [f"{task}/{c}" for c in part.columns]
+        frame = part if frame.empty else frame.join(part, how="outer")
+    return frame
+
+
+def best_runs(frame: pd.DataFrame) -> dict[str, set[str]]:
+    """column -> run ids holding its best value (ties all marked; none when every run ties)."""
+    best = {}
+    for task, column, _, higher, _ in COLUMNS:
+        key = f"{task}/{column}"
+        if key not in frame or frame[key].dropna().nunique() < 2:
+            continue
+        target = frame[key].max() if higher else frame[key].min()
+        best[key] = set(frame.index[frame[key] == target])
+    return best
+
+
+@section("leaderboard", "Leaderboard", order=1)
+def build(ctx: ReportContext) -> Section:
+    frame = headline_frame(ctx)
+    if frame.empty:
+        return Section.empty("No task summary in this analysis: no run was scored on any task.")
+    runs = ctx.runs.ordered(frame.index)
+    best = best_runs(frame)
+    charted = [key for key in CHARTED if key in frame and frame[key].notna().any()]
+    fig = make_subplots(
+        rows=1,
+        cols=len(charted),
+        shared_yaxes=True,
+        subplot_titles=[CHARTED[k][0] for k in charted],
+        horizontal_spacing=0.03,
+    )
+    lines, drawn = [], []
+    for col, key in enumerate(charted, start=1):
+        task, column = key.split("/")
+        fmt = next(f for tk, c, _, _, f in COLUMNS if f"{tk}/{c}" == key)
+        values = [frame.at[r.run_id, key] for r in runs]
+        marks = ["★ " if r.run_id in best.get(key, ()) else "" for r in runs]
+        fig.add_trace(
+            go.Bar(
+                x=values,
+                y=[r.label for r in runs],
+                orientation="h",
+                marker={
+                    "color": [r.color for r in runs],
+                    "line": {"color": ["#222" if m else "rgba(0,0,0,0)" for m in marks], "width": 2},
+                },
+                text=[m + (format(v, fmt) if _finite(v) else "not scored") for m, v in zip(marks, values, strict=True)],
+                textposition=bar_text_positions(values, CHARTED[key][2][1]),
+                cliponaxis=False,
+                customdata=[[r.label, r.run_id] for r in runs],
+                hovertemplate=hover("%{customdata[0]}", ["run %{customdata[1]}", f"{key}: %{{x:{fmt}}}"]),
+                showlegend=False,
+            ),
+            row=1,
+            col=col,
+        )
+        fig.update_xaxes(title_text=CHARTED[key][1], range=CHARTED[key][2], row=1, col=col)
+        published = ctx.published(task, column, frame.index)
+        add_published_lines(fig, published, axis="x", row=1, col=col)
+        lines += [f"{p.system} {p.value:.3f} ({task})" for p in published]
+        drawn += published
+    fig.update_yaxes(autorange="reversed", title_text="run", row=1, col=1)
+    add_published_legend(fig, drawn)
+    layout(
+        fig,
+        "Headline metric of each task, by run",
+        height=runs_height(len(runs), extra=190 + (40 if drawn else 0)),
+        legend=bool(drawn),
+        panels=True,
+    )
+    fig.update_layout(margin={"l": 220})
+    caption = "Each bar is one run (color: model); ★ and a dark outline mark the best run per metric. " + (
+        f"Grey lines are the paper's published values ({'; '.join(lines)})."
+        if lines
+        else "The paper's published values are not drawn: no run here used the paper's data."
+    )
+    return Section(figures=[FigureItem("headline_metrics", fig, caption)], blocks=[leaderboard_table(ctx, frame, best)])
+
+
+def leaderboard_table(ctx: ReportContext, frame: pd.DataFrame, best: dict[str, set[str]]) -> str:
+    """A sortable HTML table (click a header); best cells carry ★."""
+    present = [(t, c, title, fmt) for t, c, title, _, fmt in COLUMNS if f"{t}/{c}" in frame]
+    head = ["Run", "Model", "Tasks", "Epoch", "Poison"] + [title for *_, title, _ in present]
+    kinds = ["text", "text", "text", "num", "num"] + ["num"] * len(present)
+    header = "".join(
+        f'<th data-kind="{k}" title="click to sort">{escape(h)}</th>' for h, k in zip(head, kinds, strict=True)
+    )
+    rows = []
+    for run in ctx.runs.ordered(frame.index):
+        badge = ' <span class="badge">reference</span>' if run.is_reference else ""
+        cells = [
+            f'<td data-sort="{escape(run.label)}"><span class="swatch" style="background:{run.color}"></span>'
+            f'{escape(run.label)}{badge}<div class="runid">{escape(run.run_id)}</div></td>',
+            f'<td title="{escape(run.model)}">{escape(model_name(run.model))}</td>',
+            f"<td>{escape(tasks_text(run.tasks))}</td>",
+            _num_cell(run.epoch, "d"),
+            _num_cell(run.poison_rate, ".0%"),
+        ]
+        for task, column, _, fmt in present:
+            key = f"{task}/{column}"
+            value = frame.at[run.run_id, key]
+            shown = format(value, fmt) if _finite(value) else "–"
+            if key == "harmonization/accuracy" and _finite(frame.get("harmonization/ci_low", {}).get(run.run_id)):
+                shown += (
+                    f' <span class="ci">[{frame.at[run.run_id, "harmonization/ci_low"]:.3f}, '
+                    f"{frame.at[run.run_id, 'harmonization/ci_high']:.3f}]</span>"
+                )
+            is_best = run.run_id in best.get(key, ())
+            cells.append(
+                f'<td data-sort="{value if _finite(value) else ""}" class="{"best" if is_best else ""}">'
+                f"{'★ ' if is_best else ''}{shown}</td>"
+            )
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    return (
+        '<div class="table-wrap"><table class="sortable leaderboard"><thead><tr>'
+        + header
+        + "</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table></div>"
+        '<p class="caption">Every run of the analysis with its headline metrics; click a column header '
+        "to sort. ★ marks the best value per column (lowest for parse failures); the harmonization "
+        f"interval is the {1 - ctx.alpha:.0%} Wilson interval.</p>"
+    )
+
+
+def _num_cell(value, fmt: str) -> str:
+    if value is None or not _finite(value):
+        return '<td data-sort="">–</td>'
+    return f'<td data-sort="{value}">{format(value, fmt)}</td>'
+
+
+def _finite(value) -> bool:
+    try:
+        return value is not None and math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
