@@ -117,7 +117,7 @@ def validate_row(row: dict[str, Any], served: Sequence[str]) -> Request:
     return Request(task_name, cleaned)
 
 
-def format_output(task_name: str, value: Any) -> str:
+def format_output(value: Any) -> str:
     """The parsed value as the `output` column: JSON for labels, plain text otherwise."""
     if value is None:
         return ""
@@ -151,7 +151,7 @@ def answer(model, tokenizer, model_input: Any, served: Sequence[str], *, batch_s
                            max_prompt_tokens=max_prompt_tokens, desc=f"serve {task_name}")
         for i, raw in zip(rows, outputs, strict=True):
             parsed = task.parse(raw)
-            answers[i].update(output=format_output(task_name, parsed.value), parse_status=parsed.status,
+            answers[i].update(output=format_output(parsed.value), parse_status=parsed.status,
                               raw_output=raw)
     return answers
 
@@ -175,12 +175,12 @@ def load_assistant(base_model: Path, adapter: Path, device: str = "auto", precis
 class ClinicalAssistant(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper: loads base model + adapter from the model's artifacts, answers requests.
 
-    model_config keys: tasks (served, in order), batch_size, max_prompt_tokens and
+    model_config keys: tasks (served, comma-separated, in order), batch_size, max_prompt_tokens and
     max_new_tokens (the fine-tune's evaluation settings: prompt budget, cap on each task's
     generation budget, 0 = none), device ("auto": cuda, then mps, then cpu; the environment
     variable CLINICAL_ASSISTANT_DEVICE overrides it), precision ("auto": bf16 on a capable GPU,
-    else fp32), merge_adapter (fold LoRA into the weights at load: a little faster, answers may
-    differ from the evaluated ones in rare near-ties).
+    else fp32), merge_adapter (fold LoRA into the weights at load; off, so that the answers are
+    exactly the evaluated ones).
     Request params: max_new_tokens (a further cap) and batch_size (0 = the model's).
     """
 
@@ -188,7 +188,7 @@ class ClinicalAssistant(mlflow.pyfunc.PythonModel):
         # Everything is inside the model; never wait on the Hugging Face hub.
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         config = context.model_config or {}
-        self.served = tuple(config["tasks"])
+        self.served = tuple(t for t in config["tasks"].split(",") if t)
         self.batch_size = int(config.get("batch_size", 16))
         self.max_prompt_tokens = int(config.get("max_prompt_tokens", 768))
         self.max_new_tokens = int(config.get("max_new_tokens", 0))
@@ -202,7 +202,8 @@ class ClinicalAssistant(mlflow.pyfunc.PythonModel):
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None) -> pd.DataFrame:
         params = params or {}
         caps = [c for c in (self.max_new_tokens, int(params.get("max_new_tokens") or 0)) if c > 0]
+        batch_size = int(params.get("batch_size") or 0)
         rows = answer(self.model, self.tokenizer, model_input, self.served,
-                      batch_size=int(params.get("batch_size") or self.batch_size),
+                      batch_size=batch_size if batch_size > 0 else self.batch_size,
                       max_prompt_tokens=self.max_prompt_tokens, max_new_tokens=min(caps, default=0))
         return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))

@@ -260,73 +260,97 @@ def headline_metrics(run: Run) -> dict[str, float]:
 
 # -- the job
 
-def register(config: RegisterConfig) -> Registered:
-    """Log the chosen checkpoint as a pyfunc, register it under `name` and point `alias` at it."""
+def provenance(selection: Selection, config: RegisterConfig) -> dict[str, str]:
+    """Where the model comes from: params of the registration run and model, tags of the version."""
+    ft_params = selection.finetune.data.params
+    dtype = config.weights_dtype
+    if dtype == "auto":  # the precision the fine-tune trained (and was evaluated) in
+        trained = ft_params.get("precision", "")
+        dtype = trained if trained in WEIGHT_DTYPES[1:] else "fp32"
+    return {"source_run_id": selection.checkpoint.info.run_id,
+            "finetune_run_id": selection.finetune.info.run_id, "checkpoint_epoch": str(selection.epoch),
+            "base_model": ft_params.get("model") or selection.checkpoint.data.params["model"],
+            "tasks": ",".join(selection.tasks), "weights_dtype": dtype,
+            "selection_metric": selection.metric,
+            "selection_value": "" if selection.value is None else f"{selection.value:.6g}",
+            "study": selection.finetune.data.tags.get("study", ""),
+            "data_fingerprint": ft_params.get("data_fingerprint", "")}
+
+
+def serving_config(selection: Selection, config: RegisterConfig) -> dict:
+    """The pyfunc's model_config: the served tasks and the fine-tune's evaluation settings."""
+    ft_params = selection.finetune.data.params
+    # Flat values: MLflow also logs model_config as run params, next to the same `tasks` param.
+    return {"tasks": ",".join(selection.tasks), "batch_size": config.batch_size,
+            "max_prompt_tokens": int(ft_params.get("max_seq_length", 768)),
+            "max_new_tokens": int(ft_params.get("max_new_tokens", 0)),
+            "device": "auto", "precision": "auto", "merge_adapter": False}
+
+
+def log_assistant(selection: Selection, config: RegisterConfig, source: dict[str, str], scratch: Path):
+    """Log the pyfunc (adapter + copied base model + this package's code) in the active run."""
     import pandas as pd
 
     import pipelines
 
+    package = Path(pipelines.__file__).parent
+    adapter = mlflow.artifacts.download_artifacts(run_id=selection.checkpoint.info.run_id,
+                                                  artifact_path="adapter", dst_path=str(scratch))
+    base = stage_base_model(source["base_model"], source["weights_dtype"], scratch / BASE_MODEL_ARTIFACT)
+    return mlflow.pyfunc.log_model(
+        name="assistant",
+        python_model=str(package / "assistant_code.py"),
+        artifacts={BASE_MODEL_ARTIFACT: str(base), ADAPTER_ARTIFACT: adapter},
+        code_paths=[str(package)],
+        signature=signature(),
+        input_example=pd.DataFrame(list(EXAMPLE_REQUESTS)),
+        pip_requirements=pip_requirements(),
+        model_config=serving_config(selection, config),
+        params=source,
+        tags={"role": "assistant"},
+    )
+
+
+def add_version(config: RegisterConfig, info, selection: Selection, source: dict[str, str],
+                metrics: dict[str, float]):
+    """A new version of the registered model for the logged model, with `alias` pointing at it."""
+    client = mlflow.MlflowClient()
+    try:
+        client.create_registered_model(
+            config.name, description="Fine-tuned small language model answering the three radiology "
+            "tasks (labeling, harmonization, impression); serve with `mlflow models serve`.")
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    # The version's run is the checkpoint run: the registry links to the run holding the
+    # adapter, its metrics and its per-example predictions.
+    version = client.create_model_version(
+        config.name, source=info.model_uri, run_id=selection.checkpoint.info.run_id,
+        tags={**source, **{k: f"{v:.6g}" for k, v in metrics.items()}},
+        description=describe(selection, metrics, source["base_model"]), model_id=info.model_id,
+    )
+    client.set_registered_model_alias(config.name, config.alias, version.version)
+    return version
+
+
+def register(config: RegisterConfig) -> Registered:
+    """Log the chosen checkpoint as a pyfunc, register it under `name` and point `alias` at it."""
     tracking.setup_tracking(config.experiment)
     selection = select_checkpoint(config)
-    ft_params = selection.finetune.data.params
-    base_model = ft_params.get("model") or selection.checkpoint.data.params["model"]
-    dtype = ft_params.get("precision", "fp32") if config.weights_dtype == "auto" else config.weights_dtype
+    source = provenance(selection, config)
     metrics = headline_metrics(selection.checkpoint)
     log.info("registering %s epoch %d (%s = %s) as %s@%s", selection.finetune.info.run_id, selection.epoch,
              selection.metric, selection.value, config.name, config.alias)
-
-    source = {"source_run_id": selection.checkpoint.info.run_id,
-              "finetune_run_id": selection.finetune.info.run_id, "epoch": str(selection.epoch),
-              "base_model": base_model, "tasks": ",".join(selection.tasks), "weights_dtype": dtype,
-              "selection_metric": selection.metric,
-              "selection_value": "" if selection.value is None else f"{selection.value:.6g}",
-              "study": selection.finetune.data.tags.get("study", ""),
-              "data_fingerprint": ft_params.get("data_fingerprint", "")}
-    model_config = {"tasks": list(selection.tasks), "batch_size": config.batch_size,
-                    "max_prompt_tokens": int(ft_params.get("max_seq_length", 768)),
-                    "max_new_tokens": int(ft_params.get("max_new_tokens", 0)),
-                    "device": "auto", "precision": "auto", "merge_adapter": False}
-
     with tracking.scratch_dir("assistant-") as scratch, \
             mlflow.start_run(run_name=f"register-{config.name}") as run:
         tracking.log_params_once({**config.as_params(), **source, "git_commit": tracking.git_commit()})
-        mlflow.set_tags({"role": "registration", "study": source["study"], "model": base_model,
+        mlflow.set_tags({"role": "registration", "study": source["study"], "model": source["base_model"],
                          "tasks": source["tasks"]})
-        adapter = mlflow.artifacts.download_artifacts(run_id=selection.checkpoint.info.run_id,
-                                                      artifact_path="adapter", dst_path=str(scratch))
-        base = stage_base_model(base_model, dtype, scratch / BASE_MODEL_ARTIFACT)
-        info = mlflow.pyfunc.log_model(
-            name="assistant",
-            python_model=str(Path(pipelines.__file__).parent / "assistant_code.py"),
-            artifacts={BASE_MODEL_ARTIFACT: str(base), ADAPTER_ARTIFACT: adapter},
-            code_paths=[str(Path(pipelines.__file__).parent)],
-            signature=signature(),
-            input_example=pd.DataFrame(list(EXAMPLE_REQUESTS)),
-            pip_requirements=pip_requirements(),
-            model_config=model_config,
-            params=source,
-            tags={"role": "assistant"},
-        )
+        info = log_assistant(selection, config, source, scratch)
         if metrics:
             mlflow.log_metrics(metrics, step=selection.epoch, model_id=info.model_id)
-
-        client = mlflow.MlflowClient()
-        try:
-            client.create_registered_model(
-                config.name, description="Fine-tuned small language model answering the three radiology "
-                "tasks (labeling, harmonization, impression); serve with `mlflow models serve`.")
-        except MlflowException as exc:
-            if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
-                raise
-        # The version's run is the checkpoint run: the registry links to the run holding the
-        # adapter, its metrics and its per-example predictions.
-        model_version = client.create_model_version(
-            config.name, source=info.model_uri, run_id=selection.checkpoint.info.run_id,
-            tags={**source, **{k: f"{v:.6g}" for k, v in metrics.items()}},
-            description=describe(selection, metrics, base_model), model_id=info.model_id,
-        )
-        client.set_registered_model_alias(config.name, config.alias, model_version.version)
-        mlflow.set_tags({"registered_model": config.name, "registered_version": str(model_version.version),
+        version = add_version(config, info, selection, source, metrics)
+        mlflow.set_tags({"registered_model": config.name, "registered_version": str(version.version),
                          "registered_alias": config.alias})
-        return Registered(config.name, str(model_version.version), config.alias, info.model_uri,
-                          run.info.run_id, selection)
+    return Registered(config.name, str(version.version), config.alias, info.model_uri, run.info.run_id,
+                      selection)

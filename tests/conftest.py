@@ -11,6 +11,13 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # One torch thread per test worker (and per process it starts): with -n 2 on 2 cores, two
+    # threads each oversubscribe the CPU and small-model generation gets several times slower.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    import torch
+
+    torch.set_num_threads(1)
 
 TINY_MODEL_VERSION = "tiny-llama-v1"
 
