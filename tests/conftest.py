@@ -75,3 +75,21 @@ def tracking_store(tmp_path, monkeypatch) -> str:
     yield uri
     while mlflow.active_run():
         mlflow.end_run()
+
+
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory) -> Path:
+    """An empty MLflow SQLite store with its schema, built once: migrations take seconds each time."""
+    import mlflow
+
+    folder = tmp_path_factory.mktemp("mlflow-template")
+    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+    mlflow.MlflowClient().search_experiments()
+    return folder / "mlflow.db"
+
+
+@pytest.fixture
+def store(migrated_db, tracking_store, tmp_path) -> str:
+    """conftest's tracking_store, starting from a copy of the migrated empty database."""
+    shutil.copy(migrated_db, tmp_path / "mlflow.db")
+    return tracking_store

@@ -4,10 +4,8 @@ chat model on the tiny test model."""
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import mlflow
 import pytest
@@ -27,21 +25,6 @@ from pipelines.schema import LABEL_KEYS, SERIES_CLASSES
 from pipelines.tasks import get_task, task_names
 
 SMALL_DATA = "synthetic?reports=12&series=20"
-
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory) -> Path:
-    """An empty MLflow SQLite store with its schema, built once: migrations take seconds each time."""
-    folder = tmp_path_factory.mktemp("mlflow-template")
-    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
-    mlflow.MlflowClient().search_experiments()
-    return folder / "mlflow.db"
-
-
-@pytest.fixture
-def store(migrated_db, tracking_store, tmp_path) -> str:
-    """conftest's tracking_store, starting from a copy of the migrated empty database."""
-    shutil.copy(migrated_db, tmp_path / "mlflow.db")
-    return tracking_store
 
 
 # ---------------------------------------------------------------- a chat-completions server

@@ -2,7 +2,6 @@
 run, stale claims are taken over), and plan / run / interrupt / resume / skip on a tiny study."""
 from __future__ import annotations
 
-import shutil
 import threading
 import time
 from collections import Counter
@@ -27,22 +26,6 @@ from pipelines.studies.runner import execute_run, post_study, run_tags
 
 ROOT = Path(__file__).resolve().parent.parent
 STUDY_FILES = sorted((ROOT / "studies").rglob("*.yaml"))
-
-
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory) -> Path:
-    """An empty MLflow SQLite store with its schema, built once: migrations take seconds each time."""
-    folder = tmp_path_factory.mktemp("mlflow-template")
-    mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
-    mlflow.MlflowClient().search_experiments()
-    return folder / "mlflow.db"
-
-
-@pytest.fixture
-def store(migrated_db, tracking_store, tmp_path) -> str:
-    """conftest's tracking_store, starting from a copy of the migrated empty database."""
-    shutil.copy(migrated_db, tmp_path / "mlflow.db")
-    return tracking_store
 
 
 def write_study(folder: Path, data: dict) -> Path:
