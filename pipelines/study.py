@@ -84,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         uri = default_tracking_uri()
         check_tracking_uri(uri)
         mlflow.set_tracking_uri(uri)
-        if os.environ.get("MLFLOW_EXPERIMENT_ID"):  # under `mlflow run`: its experiment holds the runs
-            study.experiment = mlflow.get_experiment(os.environ["MLFLOW_EXPERIMENT_ID"]).name
+        if os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run`: its experiment holds the runs
+            run = mlflow.get_run(os.environ["MLFLOW_RUN_ID"])
+            study.experiment = mlflow.get_experiment(run.info.experiment_id).name
         claims = ClaimStore(args.claims or default_claims_url(uri), args.stale_after)
     except (ValueError, RuntimeError) as exc:
         return fail(exc)

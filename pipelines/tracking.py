@@ -66,11 +66,13 @@ def setup_tracking(experiment: str) -> str:
     """Point MLflow at the tracking store and experiment; returns the URI.
 
     Under `mlflow run` the experiment and run are already chosen (MLFLOW_RUN_ID): keep them.
+    MLFLOW_EXPERIMENT_ID alone is no such sign: mlflow.set_experiment itself exports it, so it
+    outlives the store it belonged to in a long process.
     """
     uri = default_tracking_uri()
     check_tracking_uri(uri)
     mlflow.set_tracking_uri(uri)
-    if not os.environ.get("MLFLOW_RUN_ID") and not os.environ.get("MLFLOW_EXPERIMENT_ID"):
+    if not os.environ.get("MLFLOW_RUN_ID"):
         mlflow.set_experiment(experiment)
     return uri
 

@@ -53,6 +53,13 @@ def build_tiny_model(target: Path) -> Path:
     return target
 
 
+@pytest.fixture(autouse=True)
+def _no_inherited_mlflow_run(monkeypatch):
+    """mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID; never let one test's leak into the next."""
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir() -> Path:
     """Folder of the tiny test model, built once per machine and cached."""

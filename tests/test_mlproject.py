@@ -16,7 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent
 def mlflow_env(tmp_path: Path, experiment: str) -> dict[str, str]:
     """Environment for a child `mlflow run`: the venv first on PATH, a private store, offline."""
     env = dict(os.environ)
-    env.pop("MLFLOW_RUN_ID", None)
+    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(name, None)  # set_experiment in this process exports the id; mlflow run refuses both
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env["MLFLOW_EXPERIMENT_NAME"] = experiment
