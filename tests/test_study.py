@@ -244,6 +244,7 @@ def test_plan_run_interrupt_resume_and_skip_a_tiny_study(store, tiny_model_dir, 
                      "batch_size": 2},
         "baseline": {"backend": "local", "model": str(tiny_model_dir)},
         "runs": [{"name": "tiny-ft"}, {"name": "tiny-zero-shot", "kind": "baseline"}],
+        "analysis": {"args": ["--param", "epoch=1", "--reference", f"model={tiny_model_dir};tasks=harmonization;epoch=1"]},
     })
     study = load_study(path)
     claims = ClaimStore(f"sqlite:///{tmp_path / 'claims.db'}")
@@ -288,6 +289,15 @@ def test_plan_run_interrupt_resume_and_skip_a_tiny_study(store, tiny_model_dir, 
     report = run_study(study, claims, "w2", execute=execute, post_steps=False)
     assert [o.status for o in report.outcomes] == ["skipped", "skipped"]
     assert executed == ["tiny-ft", "tiny-zero-shot"]
+
+    # -- the post steps for real: the analysis (with the baseline), then the report on its tables
+    notes = post_study(study, [finished["tiny-zero-shot"].info.run_id])
+    assert notes[0].startswith("analysis: done") and notes[1].startswith("report: done"), notes
+    assert (Path("outputs") / "studies" / "tiny" / "report" / "report.html").is_file()
+    analyses = mlflow.search_runs(experiment_ids=[experiment_id], output_format="list",
+                                  filter_string="tags.role = 'analysis'")
+    assert len(analyses) == 1
+    assert any(a.path == "report" for a in client.list_artifacts(analyses[0].info.run_id))
 
 
 def claims_table():

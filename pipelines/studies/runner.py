@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 ANALYSIS_MODULE = "analysis.analyze"
 # The report builder of issue 5; the hook runs it once the module exists.
-REPORT_MODULE = "dashboards.report"
+REPORT_MODULE = "dashboards"  # python -m dashboards
 
 # (study, run) -> MLflow run id of the fine-tune or baseline it logged.
 Executor = Callable[[Study, StudyRun], str]
@@ -178,32 +179,44 @@ def module_available(name: str) -> bool:
 
 
 def post_study(study: Study, baseline_run_ids: list[str]) -> list[str]:
-    """Run the analysis, then the report, as subprocesses; a missing or failing step only warns."""
+    """Run the analysis, then the report on its tables, as subprocesses; a failing step only warns."""
     out_dir = Path("outputs") / "studies" / study.name
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri()}
+    # The steps import this project's packages from whatever folder the study runs in.
+    root = str(Path(__file__).resolve().parents[2])
+    pythonpath = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH", "")]))
+    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(), "PYTHONPATH": pythonpath}
     notes = []
+    analysis_run = ""
     if module_available(ANALYSIS_MODULE):
         includes = [arg for run_id in baseline_run_ids for arg in ("--include", run_id)]
-        notes.append(_step("analysis", [
+        note, stdout = _step("analysis", [
             sys.executable, "-m", ANALYSIS_MODULE, "--experiment", study.experiment, "--study", study.name,
-            "--output", str(out_dir / "analysis"), *includes, *study.analysis_args], env))
+            "--output", str(out_dir / "analysis"), *includes, *study.analysis_args], env)
+        notes.append(note)
+        found = re.search(r"analysis run: (\w+)", stdout)
+        analysis_run = found.group(1) if found else ""
     else:
         notes.append(f"analysis: skipped ({ANALYSIS_MODULE} is not installed)")
-    if module_available(REPORT_MODULE):
-        notes.append(_step("report", [sys.executable, "-m", REPORT_MODULE, "--experiment", study.experiment,
-                                      "--study", study.name, *study.report_args], env))
+    if not (out_dir / "analysis").is_dir():
+        notes.append("report: skipped (no analysis tables)")
+    elif module_available(REPORT_MODULE):
+        # The report draws the analysis just made, and is logged to its run.
+        log_to = ["--log-run", analysis_run] if analysis_run else ["--offline"]
+        notes.append(_step("report", [sys.executable, "-m", REPORT_MODULE, "--tables", str(out_dir / "analysis"),
+                                      *log_to, "--output", str(out_dir), *study.report_args], env)[0])
     else:
-        notes.append(f"report: skipped ({REPORT_MODULE} does not exist yet)")
+        notes.append(f"report: skipped ({REPORT_MODULE} is not installed)")
     for note in notes:
         log.info("study %s: %s", study.name, note)
     return notes
 
 
-def _step(name: str, command: list[str], env: dict[str, str]) -> str:
+def _step(name: str, command: list[str], env: dict[str, str]) -> tuple[str, str]:
+    """Run one post step; returns a one-line note and the step's stdout."""
     log.info("study post step %s: %s", name, " ".join(command))
     proc = subprocess.run(command, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return f"{name}: failed (exit {proc.returncode}): {' | '.join(tail)}"
+        return f"{name}: failed (exit {proc.returncode}): {' | '.join(tail)}", proc.stdout
     last = proc.stdout.strip().splitlines()[-3:]
-    return f"{name}: done: {' | '.join(last)}"
+    return f"{name}: done: {' | '.join(last)}", proc.stdout
