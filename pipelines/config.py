@@ -126,10 +126,10 @@ class FinetuneConfig:
 DEMO_PRESET: dict[str, object] = {
     "epochs": 3,
     "checkpoint_epochs": (1, 3),
-    "batch_size": 4,
+    "batch_size": 2,
     "learning_rate": 2e-3,
     "lora_r": 8,
-    "train_limit": 24,
+    "train_limit": 16,
     "eval_limit": 8,
 }
 
