@@ -124,12 +124,12 @@ class FinetuneConfig:
 
 # Small enough for 2 CPU cores in a few minutes: the MLproject's no-option run.
 DEMO_PRESET: dict[str, object] = {
-    "epochs": 3,
-    "checkpoint_epochs": (1, 3),
+    "epochs": 5,
+    "checkpoint_epochs": (2, 5),
     "batch_size": 2,
     "learning_rate": 2e-3,
     "lora_r": 8,
-    "train_limit": 16,
+    "train_limit": 24,
     "eval_limit": 8,
 }
 
