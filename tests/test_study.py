@@ -244,7 +244,8 @@ def test_plan_run_interrupt_resume_and_skip_a_tiny_study(store, tiny_model_dir, 
                      "batch_size": 2},
         "baseline": {"backend": "local", "model": str(tiny_model_dir)},
         "runs": [{"name": "tiny-ft"}, {"name": "tiny-zero-shot", "kind": "baseline"}],
-        "analysis": {"args": ["--param", "epoch=1", "--reference", f"model={tiny_model_dir};tasks=harmonization;epoch=1"]},
+        "analysis": {"args": ["--param", "epoch=1",
+                              "--reference", f"model={tiny_model_dir};tasks=harmonization;epoch=1"]},
     })
     study = load_study(path)
     claims = ClaimStore(f"sqlite:///{tmp_path / 'claims.db'}")
