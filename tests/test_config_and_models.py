@@ -17,8 +17,8 @@ def test_paper_defaults():
 
 
 def test_demo_preset_and_explicit_options_win():
-    cfg = parse_args(["--preset", "demo", "--epochs", "4", "--tasks", "labeling"])
-    assert cfg.epochs == 4 and cfg.tasks == ("labeling",) and cfg.train_limit > 0
+    cfg = parse_args(["--preset", "demo", "--epochs", "6", "--tasks", "labeling"])
+    assert cfg.epochs == 6 and cfg.tasks == ("labeling",) and cfg.train_limit > 0
 
 
 @pytest.mark.parametrize(
