@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from analysis.runs import AlignedPair
-from analysis.stats import DEFAULT_ALPHA, adjust_p_values
+from analysis.stats import DEFAULT_ALPHA, adjust_p_values, mcnemar_test
 from pipelines.registry import Registry
 
 Records = Mapping[str, dict[str, Any]]  # example id -> one line of predictions/<task>.jsonl
@@ -68,3 +68,20 @@ def parse_fail_rate(records: Records) -> float:
     if not records:
         return float("nan")
     return sum(r.get("parse_status") == "failed" for r in records.values()) / len(records)
+
+
+def mcnemar_row(ref: Any, other: Any) -> dict[str, Any]:
+    """McNemar on two paired 0/1 correctness vectors, as one table row (2x2 cells, test, method)."""
+    result = mcnemar_test(ref, other)
+    return {
+        "n": len(ref),
+        "accuracy_ref": float(ref.mean()),
+        "accuracy_other": float(other.mean()),
+        "both_correct": result.both_correct,
+        "ref_only_correct": result.ref_only,
+        "other_only_correct": result.other_only,
+        "both_wrong": result.both_wrong,
+        "statistic": result.statistic,
+        "p_value": result.p_value,
+        "method": result.method,
+    }

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from analysis.runs import AlignedPair
-from analysis.stats import mcnemar_test, wilson_interval
+from analysis.stats import wilson_interval
 from analysis.tasks.base import (
     TASK_ANALYSES,
     CompareOptions,
@@ -21,6 +21,7 @@ from analysis.tasks.base import (
     TaskAnalysis,
     add_adjusted,
     f1_from_counts,
+    mcnemar_row,
     parse_fail_rate,
 )
 from pipelines.schema import SERIES_CLASSES
@@ -69,19 +70,7 @@ def summarize(records: Records, alpha: float = 0.05) -> Tables:
 def compare(pair: AlignedPair, options: CompareOptions) -> Tables:
     """McNemar on paired per-description correctness (a single test: no family to correct)."""
     ref, other = correctness(pair.ref), correctness(pair.other)
-    result = mcnemar_test(ref, other)
-    row = {
-        "n": len(pair.ids),
-        "accuracy_ref": float(ref.mean()),
-        "accuracy_other": float(other.mean()),
-        "both_correct": result.both_correct,
-        "ref_only_correct": result.ref_only,
-        "other_only_correct": result.other_only,
-        "both_wrong": result.both_wrong,
-        "statistic": result.statistic,
-        "p_value": result.p_value,
-        "method": result.method,
-    }
+    row = mcnemar_row(ref, other)
     return {"harmonization_mcnemar": add_adjusted([row], options)}
 
 

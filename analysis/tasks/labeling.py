@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from analysis.runs import AlignedPair
-from analysis.stats import mcnemar_test
 from analysis.tasks.base import (
     TASK_ANALYSES,
     CompareOptions,
@@ -22,6 +21,7 @@ from analysis.tasks.base import (
     TaskAnalysis,
     add_adjusted,
     f1_from_counts,
+    mcnemar_row,
     parse_fail_rate,
 )
 from pipelines.schema import LABEL_KEYS, NO, YES
@@ -112,24 +112,7 @@ def summarize(records: Records, alpha: float = 0.05) -> Tables:
 def compare(pair: AlignedPair, options: CompareOptions) -> Tables:
     """McNemar per label on paired per-report correctness; correction across the 14 labels."""
     ref, other = correctness(pair.ref), correctness(pair.other)
-    rows = []
-    for j, key in enumerate(LABEL_KEYS):
-        result = mcnemar_test(ref[:, j], other[:, j])
-        rows.append(
-            {
-                "label": key,
-                "n": len(pair.ids),
-                "accuracy_ref": float(ref[:, j].mean()),
-                "accuracy_other": float(other[:, j].mean()),
-                "both_correct": result.both_correct,
-                "ref_only_correct": result.ref_only,
-                "other_only_correct": result.other_only,
-                "both_wrong": result.both_wrong,
-                "statistic": result.statistic,
-                "p_value": result.p_value,
-                "method": result.method,
-            }
-        )
+    rows = [{"label": key, **mcnemar_row(ref[:, j], other[:, j])} for j, key in enumerate(LABEL_KEYS)]
     return {"labeling_mcnemar": add_adjusted(rows, options)}
 
 
