@@ -17,6 +17,7 @@ import sys
 
 from pipelines.baselines import BaselineConfig, run_baseline
 from pipelines.cli import add_config_arguments, config_from_args, fail, setup_logging
+from pipelines.evaluation import headline_metrics
 
 
 def parse_args(argv: list[str] | None = None) -> BaselineConfig:
@@ -38,9 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, RuntimeError) as exc:
         return fail(exc)
     print(f"\nBaseline finished: run {result.run_id} ({config.model}, {config.prompting}, {config.backend})")
-    headline = {k: round(v, 4) for k, v in result.metrics.items()
-                if k.endswith(("f1_macro", "accuracy", "rougeL", "bleu")) and k.count("/") == 1}
-    print(f"  {headline}")
+    print(f"  {headline_metrics(result.metrics)}")
     print("  responses: " + ", ".join(f"{k} {v}" for k, v in result.counts.items()))
     return 0
 

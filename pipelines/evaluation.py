@@ -83,6 +83,14 @@ def evaluate_all(model, tokenizer, test: dict[str, list[Example]], **kwargs) -> 
     return {name: evaluate_task(model, tokenizer, name, ex, **kwargs) for name, ex in test.items()}
 
 
+HEADLINE_SUFFIXES = ("f1_macro", "accuracy", "rougeL", "bleu")
+
+
+def headline_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """The `<task>/<metric>` headline figures of a metrics dict, rounded for printing."""
+    return {k: round(v, 4) for k, v in metrics.items() if k.endswith(HEADLINE_SUFFIXES) and k.count("/") == 1}
+
+
 def merged_metrics(evaluations: dict[str, TaskEvaluation]) -> dict[str, float]:
     """All tasks' metrics in one dict."""
     return {k: v for ev in evaluations.values() for k, v in ev.metrics.items()}

@@ -15,6 +15,7 @@ import sys
 
 from pipelines.cli import add_config_arguments, config_from_args, fail, setup_logging
 from pipelines.config import DEMO_PRESET, FinetuneConfig
+from pipelines.evaluation import headline_metrics
 from pipelines.training import train
 
 PRESETS: dict[str, dict[str, object]] = {"paper": {}, "demo": DEMO_PRESET}
@@ -43,9 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(exc)
     print(f"\nFine-tune finished: run {result.run_id}")
     for epoch, run_id in sorted(result.checkpoint_runs.items()):
-        headline = {k: round(v, 4) for k, v in result.metrics[epoch].items()
-                    if k.endswith(("f1_macro", "accuracy", "rougeL", "bleu")) and k.count("/") == 1}
-        print(f"  epoch {epoch:>3}: run {run_id}  {headline}")
+        print(f"  epoch {epoch:>3}: run {run_id}  {headline_metrics(result.metrics[epoch])}")
     from pipelines.tracking import default_tracking_uri
     print(f"Local copies (adapters, predictions): {result.output_dir}")
     print(f"Open the results:  mlflow ui --backend-store-uri {default_tracking_uri()}  (then http://127.0.0.1:5000)")
