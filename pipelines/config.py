@@ -8,6 +8,9 @@ from pipelines.tasks import parse_task_list
 PAPER_CHECKPOINTS = (2, 5, 20, 100)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 EVAL_SPLITS = ("test", "validation")
+# free: greedy generation of the whole answer (the paper's setting); constrained: the fixed
+# parts of structured answers are forced and only the label values / class are decided.
+DECODINGS = ("constrained", "free")
 
 
 class ConfigError(ValueError):
@@ -37,6 +40,12 @@ def flat_params(config: object) -> dict[str, str]:
     return out
 
 
+def check_decoding(decoding: str) -> None:
+    """Raise ConfigError unless `decoding` is one of DECODINGS."""
+    if decoding not in DECODINGS:
+        raise ConfigError(f"--decoding must be one of {DECODINGS}, got {decoding!r}")
+
+
 @dataclass
 class FinetuneConfig:
     """Everything that defines a fine-tune. Defaults are the paper's (100 epochs, batch 4, lr 8e-4).
@@ -64,6 +73,7 @@ class FinetuneConfig:
     eval_limit: int = 0
     eval_split: str = "test"  # "validation": score on a slice of the train split (sweeps)
     max_new_tokens: int = 0  # cap on each task's generation budget; 0 = the task's own
+    decoding: str = "constrained"  # or "free" (see DECODINGS)
     max_seq_length: int = 768
     eval_batch_size: int = 16
     device: str = "auto"
@@ -110,6 +120,7 @@ class FinetuneConfig:
             raise ConfigError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.eval_split not in EVAL_SPLITS:
             raise ConfigError(f"--eval-split must be one of {EVAL_SPLITS}, got {self.eval_split!r}")
+        check_decoding(self.decoding)
         if self.poison_rate > 0 and "labeling" not in self.tasks:
             raise ConfigError("--poison-rate poisons the labeling task; add labeling to --tasks")
 
@@ -157,6 +168,7 @@ class EvaluateConfig:
     eval_limit: int = 0
     eval_batch_size: int = 16
     max_new_tokens: int = 0  # cap on each task's generation budget; 0 = the task's own
+    decoding: str = "constrained"  # or "free" (see DECODINGS)
     max_seq_length: int = 768
     device: str = "auto"
     precision: str = "auto"
@@ -177,6 +189,7 @@ class EvaluateConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
+        check_decoding(self.decoding)
 
     def as_params(self) -> dict[str, str]:
         """Flat string params for MLflow."""

@@ -32,7 +32,7 @@ def input_text(prompt: str) -> str:
 
 def evaluate_task(
     model, tokenizer, task_name: str, examples: list[Example], *, batch_size: int = 16,
-    max_prompt_tokens: int = 640, max_new_tokens: int = 0,
+    max_prompt_tokens: int = 640, max_new_tokens: int = 0, decoding: str = "free",
 ) -> TaskEvaluation:
     """Generate greedily for every example, parse (never raising) and score.
 

@@ -88,14 +88,14 @@ def evaluate_model(config: EvaluateConfig) -> str:
         with mlflow.start_run(run_name=name) as run:
             params = {**config.as_params(), "model": model_name, "data_fingerprint": bundle.fingerprint(),
                       "source_run": adapter.run_id, "source_epoch": str(adapter.epoch), "device": device,
-                      "precision": precision, "decoding": "greedy", "git_commit": tracking.git_commit()}
+                      "precision": precision, "git_commit": tracking.git_commit()}
             tracking.log_params_once(params)
             mlflow.set_tags({"role": "evaluation", "study": config.study, "model": model_name,
                              "tasks": ",".join(config.tasks), "evaluation": kind})
             tracking.log_json(manifest(bundle, splits, config.split_seed), "data/split_manifest.json")
             evaluations = evaluate_all(model, tokenizer, test, batch_size=config.eval_batch_size,
                                        max_prompt_tokens=config.max_seq_length,
-                                       max_new_tokens=config.max_new_tokens)
+                                       max_new_tokens=config.max_new_tokens, decoding=config.decoding)
             tracking.log_metrics_at(merged_metrics(evaluations), step=adapter.epoch)
             with tracking.scratch_dir("predictions-") as folder:
                 for task_name, ev in evaluations.items():

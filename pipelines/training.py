@@ -128,7 +128,8 @@ class CheckpointCallback(TrainerCallback):
         start = time.perf_counter()
         cfg = self.p.config
         evaluations = evaluate_all(model, self.tokenizer, self.p.examples.test, batch_size=cfg.eval_batch_size,
-                                   max_prompt_tokens=cfg.max_seq_length, max_new_tokens=cfg.max_new_tokens)
+                                   max_prompt_tokens=cfg.max_seq_length, max_new_tokens=cfg.max_new_tokens,
+                                   decoding=cfg.decoding)
         metrics = merged_metrics(evaluations)
         folder = self.out_dir / f"epoch-{epoch}"
         model.save_pretrained(folder / "adapter")
@@ -192,7 +193,6 @@ def run_params(p: Prepared) -> dict[str, str]:
         "reports_source": p.manifest["notes"].get("reports_source", p.config.data),
         "series_source": p.manifest["notes"].get("series_source", p.config.data),
         "poisoned_count": str(len(p.examples.poisoned_ids)),
-        "decoding": "greedy",
         "git_commit": tracking.git_commit(),
     })
     return params
