@@ -126,14 +126,25 @@ def format_output(value: Any) -> str:
     return str(value)
 
 
+def requested_decoding(requested: str | None, default: str) -> str:
+    """The request's `decoding` param, or the model's when empty; an unknown value is a ValueError."""
+    from pipelines.config import DECODINGS
+
+    decoding = (requested or "").strip() or default
+    if decoding not in DECODINGS:
+        raise ValueError(f"param decoding must be one of {DECODINGS} (or empty for the model's), got {decoding!r}")
+    return decoding
+
+
 def answer(model, tokenizer, model_input: Any, served: Sequence[str], *, batch_size: int = 16,
-           max_prompt_tokens: int = 768, max_new_tokens: int = 0) -> list[dict[str, str]]:
+           max_prompt_tokens: int = 768, max_new_tokens: int = 0,
+           decoding: str = "constrained") -> list[dict[str, str]]:
     """Answer every row of a request, in order; rejected rows carry an `error`.
 
-    max_new_tokens caps each task's own generation budget (0 = the task's budget), as in
-    evaluation.
+    max_new_tokens caps each task's own generation budget (0 = the task's budget) and decoding
+    is "constrained" or "free", as in evaluation.
     """
-    from pipelines.generation import generate
+    from pipelines import generation
     from pipelines.tasks import get_task
     from pipelines.tasks.base import format_prompt
 
@@ -147,8 +158,9 @@ def answer(model, tokenizer, model_input: Any, served: Sequence[str], *, batch_s
         task = get_task(task_name)
         prompts = [format_prompt(task.directive, requests[i].text) for i in rows]
         budget = min(task.max_new_tokens, max_new_tokens) if max_new_tokens else task.max_new_tokens
-        outputs = generate(model, tokenizer, prompts, max_new_tokens=budget, batch_size=batch_size,
-                           max_prompt_tokens=max_prompt_tokens, desc=f"serve {task_name}")
+        outputs = generation.complete(model, tokenizer, task, prompts, [requests[i].text for i in rows],
+                                      decoding=decoding, max_new_tokens=budget, batch_size=batch_size,
+                                      max_prompt_tokens=max_prompt_tokens, desc=f"serve {task_name}")
         for i, raw in zip(rows, outputs, strict=True):
             parsed = task.parse(raw)
             answers[i].update(output=format_output(parsed.value), parse_status=parsed.status,
@@ -181,7 +193,9 @@ class ClinicalAssistant(mlflow.pyfunc.PythonModel):
     variable CLINICAL_ASSISTANT_DEVICE overrides it), precision ("auto": bf16 on a capable GPU,
     else fp32), merge_adapter (fold LoRA into the weights at load; off, so that the answers are
     exactly the evaluated ones).
-    Request params: max_new_tokens (a further cap) and batch_size (0 = the model's).
+    decoding: "constrained" (structured tasks forced into a valid answer) or "free".
+    Request params: max_new_tokens (a further cap), batch_size (0 = the model's) and decoding
+    ("" = the model's).
     """
 
     def load_context(self, context) -> None:
@@ -192,6 +206,7 @@ class ClinicalAssistant(mlflow.pyfunc.PythonModel):
         self.batch_size = int(config.get("batch_size", 16))
         self.max_prompt_tokens = int(config.get("max_prompt_tokens", 768))
         self.max_new_tokens = int(config.get("max_new_tokens", 0))
+        self.decoding = str(config.get("decoding", "constrained"))
         self.model, self.tokenizer = load_assistant(
             Path(context.artifacts[BASE_MODEL_ARTIFACT]), Path(context.artifacts[ADAPTER_ARTIFACT]),
             device=os.environ.get("CLINICAL_ASSISTANT_DEVICE", config.get("device", "auto")),
@@ -205,5 +220,6 @@ class ClinicalAssistant(mlflow.pyfunc.PythonModel):
         batch_size = int(params.get("batch_size") or 0)
         rows = answer(self.model, self.tokenizer, model_input, self.served,
                       batch_size=batch_size if batch_size > 0 else self.batch_size,
-                      max_prompt_tokens=self.max_prompt_tokens, max_new_tokens=min(caps, default=0))
+                      max_prompt_tokens=self.max_prompt_tokens, max_new_tokens=min(caps, default=0),
+                      decoding=requested_decoding(params.get("decoding"), self.decoding))
         return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))

@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.generation import generate
+from pipelines.generation import complete
 from pipelines.tasks import get_task
 from pipelines.tasks.base import RESPONSE_MARKER, Example
 
@@ -34,16 +34,18 @@ def evaluate_task(
     model, tokenizer, task_name: str, examples: list[Example], *, batch_size: int = 16,
     max_prompt_tokens: int = 640, max_new_tokens: int = 0, decoding: str = "free",
 ) -> TaskEvaluation:
-    """Generate greedily for every example, parse (never raising) and score.
+    """Answer every example (decoding "free" or "constrained"), parse (never raising) and score.
 
     max_new_tokens caps the task's own generation budget (0 = the task's budget).
     """
     task = get_task(task_name)
     budget = min(task.max_new_tokens, max_new_tokens) if max_new_tokens else task.max_new_tokens
     start = time.perf_counter()
-    outputs = generate(
-        model, tokenizer, [e.prompt for e in examples], max_new_tokens=budget,
-        batch_size=batch_size, max_prompt_tokens=max_prompt_tokens, desc=f"eval {task_name}",
+    prompts = [e.prompt for e in examples]
+    outputs = complete(
+        model, tokenizer, task, prompts, [input_text(p) for p in prompts], decoding=decoding,
+        max_new_tokens=budget, batch_size=batch_size, max_prompt_tokens=max_prompt_tokens,
+        desc=f"eval {task_name}",
     )
     return score_outputs(task_name, examples, outputs, time.perf_counter() - start)
 

@@ -1,9 +1,14 @@
-"""Batched, deterministic (greedy) generation with left padding and the KV cache."""
+"""Batched, deterministic (greedy) generation with left padding and the KV cache, and `complete`,
+which answers a task's prompts with free or constrained decoding."""
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from pipelines.constrained import decode_constrained
+from pipelines.tasks.base import Task
 from pipelines.training_data import encode_prompt, fit_prompt
 
 
@@ -17,11 +22,13 @@ def generate(
     batch_size: int = 16,
     max_prompt_tokens: int = 640,
     desc: str = "generate",
+    stop: Sequence[str] = (),
 ) -> list[str]:
     """Greedy completions of `prompts`, in input order.
 
     Prompts are sorted by length so each batch pads little; left padding keeps every
-    prompt's last token next to the first generated one.
+    prompt's last token next to the first generated one. A row ends at eos, at any of the
+    `stop` strings (kept in the output), or after max_new_tokens.
     """
     encoded = [fit_prompt(encode_prompt(tokenizer, p), max_prompt_tokens) for p in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
@@ -48,9 +55,26 @@ def generate(
                 num_beams=1,
                 pad_token_id=pad,
                 eos_token_id=tokenizer.eos_token_id,
+                **({"stop_strings": list(stop), "tokenizer": tokenizer} if stop else {}),
             )
             for r, i in enumerate(rows):
                 outputs[i] = tokenizer.decode(out[r, width:], skip_special_tokens=True)
             bar.update(len(rows))
     model.train(was_training)
     return outputs
+
+
+def complete(model, tokenizer, task: Task, prompts: Sequence[str], inputs: Sequence[str], *,
+             decoding: str, max_new_tokens: int, batch_size: int = 16, max_prompt_tokens: int = 640,
+             desc: str = "generate") -> list[str]:
+    """The model's raw answers to a task's prompts (whose inputs are `inputs`), in order.
+
+    decoding "constrained" forces the answer's shape where the task declares one (labeling,
+    harmonization); "free", and tasks without a shape (impression), generate greedily and stop
+    early at the task's stop strings. max_new_tokens bounds free generation only.
+    """
+    if decoding == "constrained" and task.constrained is not None:
+        return decode_constrained(model, tokenizer, task.constrained, prompts, inputs, batch_size=batch_size,
+                                  max_prompt_tokens=max_prompt_tokens, desc=desc)
+    return generate(model, tokenizer, list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size,
+                    max_prompt_tokens=max_prompt_tokens, desc=desc, stop=task.stop)

@@ -18,7 +18,7 @@ from mlflow.exceptions import MlflowException
 
 from pipelines import tracking
 from pipelines.assistant_model import ADAPTER_ARTIFACT, BASE_MODEL_ARTIFACT, OUTPUT_COLUMNS
-from pipelines.config import ConfigError, flat_params
+from pipelines.config import ConfigError, check_decoding, flat_params
 from pipelines.tasks import get_task
 
 log = logging.getLogger(__name__)
@@ -56,6 +56,8 @@ class RegisterConfig:
     the fine-tune trained in, so the served answers are the evaluated ones (fp32 SmolLM2-135M is
     about 540 MB, bf16/fp16 half of that).
     batch_size: rows generated together per task when serving.
+    decoding: `constrained` (default: labels and class always valid, and fast) or `free`; a
+    request may override it with the `decoding` param.
     """
 
     run: str = ""
@@ -66,10 +68,12 @@ class RegisterConfig:
     alias: str = "champion"
     weights_dtype: str = "auto"
     batch_size: int = 16
+    decoding: str = "constrained"
     experiment: str = "clinical-slm"
 
     def __post_init__(self) -> None:
         self.run = self.run.strip()
+        check_decoding(self.decoding)
         if self.epoch < 0:
             raise ConfigError(f"--epoch must be 0 (best checkpoint) or a checkpoint epoch, got {self.epoch}")
         if self.mode not in MODE:
@@ -223,7 +227,8 @@ def signature():
         # `text` optional so that a null text is answered with a row error, not a failed batch.
         inputs=Schema([ColSpec("string", "task"), ColSpec("string", "text", required=False)]),
         outputs=Schema([ColSpec("string", c) for c in OUTPUT_COLUMNS]),
-        params=ParamSchema([ParamSpec("max_new_tokens", "long", 0), ParamSpec("batch_size", "long", 0)]),
+        params=ParamSchema([ParamSpec("max_new_tokens", "long", 0), ParamSpec("batch_size", "long", 0),
+                            ParamSpec("decoding", "string", "")]),
     )
 
 
@@ -283,7 +288,7 @@ def serving_config(selection: Selection, config: RegisterConfig) -> dict:
     # Flat values: MLflow also logs model_config as run params, next to the same `tasks` param.
     return {"tasks": ",".join(selection.tasks), "batch_size": config.batch_size,
             "max_prompt_tokens": int(ft_params.get("max_seq_length", 768)),
-            "max_new_tokens": int(ft_params.get("max_new_tokens", 0)),
+            "max_new_tokens": int(ft_params.get("max_new_tokens", 0)), "decoding": config.decoding,
             "device": "auto", "precision": "auto", "merge_adapter": False}
 
 

@@ -133,7 +133,7 @@ def test_signature_and_requirements():
     sig = signature()
     assert sig.inputs.input_names() == ["task", "text"]
     assert sig.outputs.input_names() == list(assistant_model.OUTPUT_COLUMNS)
-    assert {p.name for p in sig.params.params} == {"max_new_tokens", "batch_size"}
+    assert {p.name for p in sig.params.params} == {"max_new_tokens", "batch_size", "decoding"}
     pins = pip_requirements()
     names = {p.split("==")[0] for p in pins}
     assert {"mlflow", "torch", "transformers", "peft"} <= names and "torchvision" not in names
@@ -173,22 +173,24 @@ def test_impression_requests_lose_their_impression_section():
     assert task_input("impression", reordered) == "FINDINGS: Clear lungs."
 
 
-def stub_generate(calls: list):
-    """A stand-in for pipelines.generation.generate that answers each task's prompts by directive."""
+def stub_complete(calls: list):
+    """A stand-in for pipelines.generation.complete that answers each task's prompts by directive."""
     labels = json.dumps(dict.fromkeys(LABEL_KEYS, "No") | {"Edema": "Yes"})
     replies = {"Report CXR diagnosis.": labels, "Harmonize sequence name.": '{"ax flair": "flair"}',
                "Generate the impression from the findings.": "IMPRESSION: No acute disease."}
 
-    def generate(model, tokenizer, prompts, *, max_new_tokens, batch_size, max_prompt_tokens, desc):
-        calls.append((desc, len(prompts), max_new_tokens, batch_size, max_prompt_tokens))
+    def complete(model, tokenizer, task, prompts, inputs, *, decoding, max_new_tokens, batch_size,
+                 max_prompt_tokens, desc):
+        assert len(inputs) == len(prompts) and all(text in p for text, p in zip(inputs, prompts, strict=True))
+        calls.append((desc, len(prompts), max_new_tokens, batch_size, max_prompt_tokens, decoding))
         return [next(r for d, r in replies.items() if d in p) for p in prompts]
 
-    return generate
+    return complete
 
 
 def test_answer_groups_by_task_keeps_order_and_formats_outputs(monkeypatch):
     calls: list = []
-    monkeypatch.setattr("pipelines.generation.generate", stub_generate(calls))
+    monkeypatch.setattr("pipelines.generation.complete", stub_complete(calls))
     request = [
         {"task": "impression", "text": "FINDINGS: Clear."},
         {"task": "labeling", "text": "FINDINGS: Edema."},
@@ -201,7 +203,7 @@ def test_answer_groups_by_task_keeps_order_and_formats_outputs(monkeypatch):
     assert [r["task"] for r in rows] == [r["task"] for r in request]
     assert [c[:2] for c in calls] == [("serve labeling", 2), ("serve harmonization", 1),
                                       ("serve impression", 1)]
-    assert all(c[3:] == (4, 512) for c in calls)
+    assert all(c[3:] == (4, 512, "constrained") for c in calls)
     labels = json.loads(rows[1]["output"])
     assert list(labels) == list(LABEL_KEYS) and labels["Edema"] == "Yes" and rows[1]["parse_status"] == "ok"
     assert rows[3]["output"] == "T2/FLAIR" and rows[3]["parse_status"] == "ok"
@@ -215,7 +217,7 @@ def test_max_new_tokens_caps_each_tasks_budget(monkeypatch):
     from pipelines.tasks import get_task
 
     calls: list = []
-    monkeypatch.setattr("pipelines.generation.generate", stub_generate(calls))
+    monkeypatch.setattr("pipelines.generation.complete", stub_complete(calls))
     answer(None, None, [{"task": t, "text": "x"} for t in ALL_TASKS], ALL_TASKS)
     assert [c[2] for c in calls] == [get_task(t).max_new_tokens for t in ALL_TASKS]
     calls.clear()
@@ -225,15 +227,19 @@ def test_max_new_tokens_caps_each_tasks_budget(monkeypatch):
 
 def test_pyfunc_predict_applies_the_models_and_the_requests_caps(monkeypatch):
     calls: list = []
-    monkeypatch.setattr("pipelines.generation.generate", stub_generate(calls))
+    monkeypatch.setattr("pipelines.generation.complete", stub_complete(calls))
     assistant = assistant_model.ClinicalAssistant()
     assistant.model = assistant.tokenizer = None
     assistant.served, assistant.batch_size, assistant.max_prompt_tokens = ALL_TASKS, 8, 640
     assistant.max_new_tokens = 100  # the fine-tune evaluated with this cap
+    assistant.decoding = "constrained"
     frame = assistant.predict(None, [{"task": "labeling", "text": "x"}, {"task": "impression", "text": "y"}],
                               params={"max_new_tokens": 0, "batch_size": -1})
     assert list(frame.columns) == list(assistant_model.OUTPUT_COLUMNS) and len(frame) == 2
-    assert [c[2:] for c in calls] == [(100, 8, 640), (96, 8, 640)]
+    assert [c[2:] for c in calls] == [(100, 8, 640, "constrained"), (96, 8, 640, "constrained")]
     calls.clear()
-    assistant.predict(None, [{"task": "labeling", "text": "x"}], params={"max_new_tokens": 20, "batch_size": 2})
-    assert calls[0][2:4] == (20, 2)
+    assistant.predict(None, [{"task": "labeling", "text": "x"}],
+                      params={"max_new_tokens": 20, "batch_size": 2, "decoding": "free"})
+    assert calls[0][2:4] == (20, 2) and calls[0][5] == "free"
+    with pytest.raises(ValueError, match="param decoding must be one of"):
+        assistant.predict(None, [{"task": "labeling", "text": "x"}], params={"decoding": "beam"})

@@ -43,6 +43,34 @@ class TaskScores:
 
 
 @dataclass(frozen=True)
+class SlotChoices:
+    """Constrained answer shape: fixed text with one choice per slot.
+
+    render(values) -> the whole answer for one value per slot (labeling: the JSON object of
+    the 14 labels, keys fixed, each value Yes or No). Only the slot values are decided by the
+    model; everything else is forced, so the answer is always valid.
+    """
+
+    render: Callable[[Sequence[str]], str]
+    slots: int
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ScoredCandidates:
+    """Constrained answer shape: the most likely of a few complete answers.
+
+    candidates(input text) -> every valid answer (harmonization: the description mapped to
+    each of the seven classes); the model's summed log-likelihood picks one.
+    """
+
+    candidates: Callable[[str], list[str]]
+
+
+ConstrainedShape = SlotChoices | ScoredCandidates
+
+
+@dataclass(frozen=True)
 class Task:
     """A registered task.
 
@@ -50,6 +78,8 @@ class Task:
     build_example(record) -> Example; parse(raw output) -> Parsed (never raises);
     score(references, parsed) -> TaskScores (a failed parse is scored as wrong).
     include(record) -> bool: whether a record can make an example (e.g. it has an impression).
+    constrained: the answer's shape for `--decoding constrained` (None: free text only).
+    stop: strings that end free generation early (the closing brace of a JSON answer).
     """
 
     name: str
@@ -61,6 +91,8 @@ class Task:
     score: Callable[[Sequence[Any], Sequence[Parsed]], TaskScores]
     headline_metric: str
     include: Callable[[Any], bool] = lambda record: True
+    constrained: ConstrainedShape | None = None
+    stop: tuple[str, ...] = ()
 
 
 def make_example(

@@ -16,6 +16,7 @@ from pipelines.schema import SERIES_CLASSES
 from pipelines.tasks.base import (
     Example,
     Parsed,
+    ScoredCandidates,
     Task,
     TaskScores,
     check_scoring_inputs,
@@ -57,9 +58,19 @@ def normalize_class(text: str) -> str | None:
     return _CLASS_VARIANTS.get(_class_form(text))
 
 
+def render_target(description: str, label: str) -> str:
+    """The answer mapping `description` to `label`: exactly the training target."""
+    return json.dumps({description: label}, ensure_ascii=False)
+
+
+def candidates(description: str) -> list[str]:
+    """Every valid answer for `description`, one per class (what constrained decoding scores)."""
+    return [render_target(description, c) for c in SERIES_CLASSES]
+
+
 def build_example(record: SeriesRecord) -> Example:
     """The raw description in; a one-pair JSON object mapping it to its class out."""
-    target = json.dumps({record.description: record.label}, ensure_ascii=False)
+    target = render_target(record.description, record.label)
     return make_example(NAME, DIRECTIVE, record.id, record.description, target, record.label)
 
 
@@ -128,4 +139,6 @@ TASK = Task(
     parse=parse,
     score=score,
     headline_metric="accuracy",
+    constrained=ScoredCandidates(candidates),
+    stop=("}",),
 )

@@ -17,6 +17,7 @@ from pipelines.schema import LABEL_KEYS, NO, YES
 from pipelines.tasks.base import (
     Example,
     Parsed,
+    SlotChoices,
     Task,
     TaskScores,
     check_scoring_inputs,
@@ -59,10 +60,15 @@ def normalize_value(value: str) -> str | None:
     return _VALUE_WORDS.get(value.strip().strip("\"'.!;").strip().lower())
 
 
+def render_target(values: Sequence[str]) -> str:
+    """The answer for one Yes/No per label, in LABEL_KEYS order: exactly the training target."""
+    return json.dumps(dict(zip(LABEL_KEYS, values, strict=True)), ensure_ascii=False)
+
+
 def build_example(record: ReportRecord) -> Example:
     """The whole report in; the 14 labels, in LABEL_KEYS order, as a JSON object out."""
     labels = {key: record.labels[key] for key in LABEL_KEYS}
-    target = json.dumps(labels, ensure_ascii=False)
+    target = render_target([labels[key] for key in LABEL_KEYS])
     return make_example(NAME, DIRECTIVE, record.id, record.text(with_impression=True), target, labels)
 
 
@@ -160,4 +166,6 @@ TASK = Task(
     parse=parse,
     score=score,
     headline_metric="f1_macro",
+    constrained=SlotChoices(render=render_target, slots=len(LABEL_KEYS), values=(YES, NO)),
+    stop=("}",),
 )
