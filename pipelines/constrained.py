@@ -15,6 +15,7 @@ model sees what it was trained on.
 """
 from __future__ import annotations
 
+import inspect
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -92,6 +93,16 @@ def _compile_by_pieces(tokenizer, shape: SlotChoices) -> CompiledSlots:
     return CompiledSlots(runs, options)
 
 
+def _cache_argument(model) -> str:
+    """The forward argument that takes the KV cache: `cache` (transformers >= 5.2x) or `past_key_values`."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
+def _returned_cache(out):
+    return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+
+
 class IncrementalBatch:
     """Feeds token chunks of different lengths to a batch, keeping the KV cache.
 
@@ -102,6 +113,7 @@ class IncrementalBatch:
     def __init__(self, model, pad_token_id: int) -> None:
         self.model, self.pad = model, pad_token_id
         self.device = next(model.parameters()).device
+        self.cache_arg = _cache_argument(model)
         self.cache = None
         self.mask: torch.Tensor | None = None
         self.lengths: torch.Tensor | None = None
@@ -117,7 +129,7 @@ class IncrementalBatch:
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                          position_ids=positions.to(self.device), use_cache=True, logits_to_keep=1)
-        self.cache, self.mask, self.lengths = out.cache, mask.to(self.device), mask.sum(-1)
+        self.cache, self.mask, self.lengths = _returned_cache(out), mask.to(self.device), mask.sum(-1)
         return out.logits[:, -1, :].float()
 
     def expand(self, repeats: int) -> None:
@@ -143,8 +155,8 @@ class IncrementalBatch:
         positions = self.lengths[:, None] + torch.arange(width)[None, :]
         self.mask = torch.cat([self.mask, mask.to(self.device)], dim=1)
         out = self.model(input_ids=ids.to(self.device), attention_mask=self.mask,
-                         position_ids=positions.to(self.device), cache=self.cache, use_cache=True)
-        self.cache = out.cache
+                         position_ids=positions.to(self.device), use_cache=True, **{self.cache_arg: self.cache})
+        self.cache = _returned_cache(out)
         self.lengths = self.lengths + mask.sum(-1)
         return out.logits.float()
 
