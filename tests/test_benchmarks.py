@@ -88,3 +88,17 @@ def test_benchmark_rejects_bad_options_before_measuring(capsys):
     assert benchmark_main(["--epochs", "0", "--no-log"]) == 2
     assert "--epochs must be >= 1" in capsys.readouterr().err
     assert benchmark_main(["--tasks", "labeling,xray", "--no-log"]) == 2
+
+
+def test_study_estimate_scales_with_the_measured_rates():
+    from benchmarks.study_estimate import estimate_study
+
+    rates = {"train_tokens_per_s": 1000.0, "prefill_tokens_per_s": 10000.0, "decode_tokens_per_s": 100.0}
+    slow, missing = estimate_study("studies/demo.yaml", {"presets": {"smollm2-135m": rates}})
+    fast, _ = estimate_study("studies/demo.yaml",
+                             {"presets": {"smollm2-135m": {k: 2 * v for k, v in rates.items()}}})
+    assert slow and not missing and all(e.train_hours > 0 and e.eval_hours > 0 for e in slow)
+    for a, b in zip(slow, fast, strict=True):
+        assert b.hours == pytest.approx(a.hours / 2)
+    _, unmeasured = estimate_study("studies/demo.yaml", {"presets": {}})
+    assert unmeasured == [e.name for e in slow]
