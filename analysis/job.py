@@ -114,6 +114,7 @@ def run_analysis(config: AnalysisConfig, client: MlflowClient | None = None) -> 
     reference = resolve_reference(runs, config.reference, client)
     analyzed = runs if reference in runs else [reference, *runs]
     store = PredictionStore(config.cache_dir, client)
+    store.locate(analyzed)
     store.prefetch(r.run_id for r in analyzed)
 
     # -- per-run summaries

@@ -8,12 +8,15 @@ import os
 import sys
 from typing import Any, get_type_hints
 
+from pipelines.offline import apply_offline_defaults
+
 SKIP_FIELDS = {"extra_tags"}
 
 
 def setup_logging() -> None:
-    """INFO logs with timestamps; quiet the chatty libraries; no hub calls (offline by default)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    """INFO logs with timestamps; quiet the chatty libraries; offline by default (no Hub calls, no
+    telemetry: pipelines.offline)."""
+    apply_offline_defaults()
     os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "alembic", "mlflow.store.db.utils", "filelock"):
@@ -34,14 +37,15 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
                             help=f"default: {shown}")
 
 
+def explicit_options(args: argparse.Namespace, config_cls: type) -> dict[str, Any]:
+    """The config fields given on the command line (add_config_arguments leaves the rest None)."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)
+            if getattr(args, f.name, None) is not None}
+
+
 def config_from_args(args: argparse.Namespace, config_cls: type, base: dict[str, Any]) -> Any:
     """Build the config: class defaults, then `base` (a preset), then options given explicitly."""
-    values = dict(base)
-    for f in dataclasses.fields(config_cls):
-        given = getattr(args, f.name, None)
-        if given is not None:
-            values[f.name] = given
-    return config_cls(**values)
+    return config_cls(**{**base, **explicit_options(args, config_cls)})
 
 
 def fail(exc: BaseException) -> int:

@@ -1,6 +1,7 @@
 """Typed configuration of a fine-tune, validated before anything is loaded or logged."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 from pipelines.tasks import parse_task_list
@@ -38,6 +39,22 @@ def flat_params(config: object) -> dict[str, str]:
             continue
         out[f.name] = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
     return out
+
+
+def check_finite_and_named(config: object) -> None:
+    """Raise ConfigError for a float option that is inf or nan (they pass every range check) or an
+    empty --experiment (MLflow refuses it only after the run's inputs are loaded); a malformed --data
+    spec raises its ValueError here, so no entry point (a sweep's trials included) starts on one."""
+    for f in fields(config):
+        value = getattr(config, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"--{f.name.replace('_', '-')} must be a finite number, got {value}")
+    if not str(getattr(config, "experiment", "x")).strip():
+        raise ConfigError("--experiment is empty; name an MLflow experiment, e.g. clinical-slm")
+    if hasattr(config, "data"):
+        from pipelines.data.sources import parse_data_spec  # deferred: imports the source modules
+
+        parse_data_spec(config.data)  # kinds, paths and option names; files are read later
 
 
 def check_decoding(decoding: str) -> None:
@@ -82,6 +99,7 @@ class FinetuneConfig:
     experiment: str = "clinical-slm"
     run_name: str = ""
     output_dir: str = "outputs"
+    disk_reserve_mb: int = 512  # free space to leave on the output disk beyond what the run writes
     extra_tags: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -95,11 +113,14 @@ class FinetuneConfig:
         self._validate()
 
     def _validate(self) -> None:
+        check_finite_and_named(self)
         positive = ("epochs", "batch_size", "grad_accum", "lora_r", "lora_alpha", "max_seq_length",
                     "eval_batch_size")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        if self.disk_reserve_mb < 0:
+            raise ConfigError(f"--disk-reserve-mb must be >= 0, got {self.disk_reserve_mb}")
         for name in ("train_limit", "eval_limit", "max_new_tokens"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 (0 = all), got {getattr(self, name)}")
@@ -179,6 +200,7 @@ class EvaluateConfig:
     def __post_init__(self) -> None:
         raw = self.tasks if isinstance(self.tasks, str) else ",".join(self.tasks)
         self.tasks = tuple(parse_task_list(raw))
+        check_finite_and_named(self)
         if self.split not in SPLITS:
             raise ConfigError(f"--split must be one of {SPLITS}, got {self.split!r}")
         for name in ("eval_limit", "epoch", "max_new_tokens"):

@@ -14,6 +14,7 @@ use one shared database for several machines). Exit status: 0 all done, 1 a run 
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -46,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     flag(parser, "--fail-fast", "stop at the first failed run")
     parser.add_argument("--worker-id", default="", help="name in the claims table (default: host-pid-random)")
     parser.add_argument("--claims", default="", help="SQLAlchemy URL of the claims database")
-    parser.add_argument("--stale-after", type=float, default=DEFAULT_STALE_AFTER_S,
+    parser.add_argument("--stale-after", type=positive_seconds, default=DEFAULT_STALE_AFTER_S,
                         help="seconds without a heartbeat after which a claimed run is taken over")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting in every run (repeatable, or ';'-separated)")
@@ -55,6 +56,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run only runs whose names match (shell pattern, repeatable), e.g. 'opt-350m-*'")
     flag(parser, "--no-analysis", "skip the analysis and report at the end")
     return parser
+
+
+def positive_seconds(text: str) -> float:
+    """A finite number of seconds above 0 (0 or less would let every worker take over every claim)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a number of seconds above 0, got {text!r}")
+    return value
 
 
 def flag(parser: argparse.ArgumentParser, name: str, help_text: str) -> None:

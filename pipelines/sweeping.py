@@ -70,7 +70,7 @@ class SweepOptions:
     def __post_init__(self) -> None:
         if self.n_trials is not None and self.n_trials < 1:
             raise SweepSpaceError(f"--n-trials must be >= 1, got {self.n_trials}")
-        if self.timeout is not None and self.timeout <= 0:
+        if self.timeout is not None and not self.timeout > 0:  # `not >` also refuses nan
             raise SweepSpaceError(f"--timeout must be > 0 seconds, got {self.timeout}")
         if self.n_trials is None and self.timeout is None:
             raise SweepSpaceError("give --n-trials or --timeout, else the sweep never ends")

@@ -27,8 +27,62 @@ CHECKPOINT_PARAM_COPIES = (
 )
 
 
+# Client retries for a tracking server that is briefly away (a restart, a failover, a network
+# blip): urllib3 sleeps 0, 4, 8, ..., 64, then 120 s between tries (factor x 2^(n-1), capped at
+# 120 s, plus up to 1 s jitter), so 10 retries ride out about 10 minutes of downtime per call.
+# MLflow's own defaults (7 retries, 120 s timeout) give up after about 4 minutes; it refuses more
+# than 10 retries. The variables, when set, win.
+HTTP_RETRY_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "10",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "1.0",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",  # seconds per try (connect or read), not per upload
+}
+
+
 class TrackingUnavailableError(RuntimeError):
     """The tracking store cannot be reached or written; nothing was logged."""
+
+
+def configure_http_retries() -> None:
+    """Set HTTP_RETRY_DEFAULTS for the variables the user has not set (read by MLflow per request)."""
+    for name, value in HTTP_RETRY_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+
+
+@contextmanager
+def few_retries(retries: int = 1, timeout_s: int = 10) -> Iterator[None]:
+    """MLflow HTTP calls in this block give up fast: for a server already known to be away."""
+    names = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(retries), "MLFLOW_HTTP_REQUEST_TIMEOUT": str(timeout_s)}
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(names)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def is_tracking_outage(exc: BaseException) -> bool:
+    """True when `exc` means the tracking server could not be reached (after MLflow's retries).
+
+    MLflow wraps the requests error in an MlflowException raised inside the handler, so the
+    network error is in the exception's context chain.
+    """
+    import requests
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+            return True
+        current = current.__cause__ or current.__context__
+    text = str(exc)
+    return "Max retries exceeded" in text or "failed with timeout exception" in text
 
 
 def default_tracking_uri() -> str:
@@ -62,6 +116,15 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
             raise TrackingUnavailableError(f"tracking folder {folder} is not writable")
 
 
+def connect() -> str:
+    """Point MLflow at the tracking store (retry defaults set, reachability checked); returns the URI."""
+    configure_http_retries()
+    uri = default_tracking_uri()
+    check_tracking_uri(uri)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
 def setup_tracking(experiment: str) -> str:
     """Point MLflow at the tracking store and experiment; returns the URI.
 
@@ -69,12 +132,30 @@ def setup_tracking(experiment: str) -> str:
     MLFLOW_EXPERIMENT_ID alone is no such sign: mlflow.set_experiment itself exports it, so it
     outlives the store it belonged to in a long process.
     """
-    uri = default_tracking_uri()
-    check_tracking_uri(uri)
-    mlflow.set_tracking_uri(uri)
+    uri = connect()
     if not os.environ.get("MLFLOW_RUN_ID"):
+        ensure_experiment(experiment)
         mlflow.set_experiment(experiment)
     return uri
+
+
+def ensure_experiment(name: str) -> None:
+    """Create experiment `name` unless it exists, tolerating another process creating it meanwhile.
+
+    mlflow.set_experiment alone loses that race: when its create fails with
+    RESOURCE_ALREADY_EXISTS it returns without making the experiment active, and the run then
+    lands in the Default experiment (seen with mlflow 3.17 and two fine-tunes started together).
+    """
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient()
+    if client.get_experiment_by_name(name) is not None:
+        return
+    try:
+        client.create_experiment(name)
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
 
 
 def git_commit() -> str:

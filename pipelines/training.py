@@ -1,24 +1,36 @@
 """LoRA fine-tuning with evaluation at checkpoint epochs, every step tracked in MLflow.
 
 `train(config)` is the one library call behind the `finetune` entry point and the sweep.
+
+Reliability (docs/reliability.md): the Trainer saves resumable state at each epoch end under
+`<output_dir>/<run_id>/trainer/`, so `train(config, resume=...)` continues a killed run in the
+same MLflow run; SIGINT/SIGTERM stop after the current step with state saved and the run KILLED;
+everything logged goes through a local journal first (pipelines.store_sync), so a tracking-server
+outage loses nothing.
 """
 from __future__ import annotations
 
 import logging
+import math
+import os
 import resource
-import tempfile
+import shutil
+import signal
 import time
 from collections.abc import Callable
+from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlflow
-from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+from mlflow.entities import Run
+from transformers import TrainerCallback, TrainingArguments, set_seed
 
-from pipelines import tracking
+from pipelines import preflight, tracking
 from pipelines.config import FinetuneConfig
 from pipelines.data.sources import load_data
 from pipelines.data.split import carve_validation, manifest, split_bundle
+from pipelines.epoch_sampler import EpochSeededTrainer
 from pipelines.evaluation import TaskEvaluation, evaluate_all, merged_metrics
 from pipelines.examples import TaskExamples, build_examples
 from pipelines.models import (
@@ -28,6 +40,10 @@ from pipelines.models import (
     resolve_model,
     resolve_precision,
 )
+from pipelines.resume import run_to_resume
+from pipelines.run_outputs import LOSS_CARRY, ResumableCheckpoint, RunOutputs, read_json, write_json_atomic
+from pipelines.run_signals import GracefulStop, TrainingInterrupted
+from pipelines.store_sync import RunSync, TrackingOutageError, upload_command
 from pipelines.training_data import EncodedDataset, ResponseOnlyCollator, encode_example
 
 log = logging.getLogger(__name__)
@@ -46,6 +62,8 @@ class FinetuneResult:
     metrics: dict[int, dict[str, float]] = field(default_factory=dict)
     output_dir: Path | None = None
     stopped_early_at: int = 0
+    resumed_from_epoch: float | None = None  # None: a new run
+    trained: bool = False  # every epoch trained (even if the store has not received all of it)
 
 
 @dataclass
@@ -95,33 +113,80 @@ def default_run_name(config: FinetuneConfig) -> str:
     return config.run_name or f"{model}-{tasks}{poison}"
 
 
-class CheckpointCallback(TrainerCallback):
-    """At each checkpoint epoch: evaluate on the test split and log a child run.
+def whole_epoch(epoch: float | None) -> int | None:
+    """The epoch number when the Trainer's fractional `epoch` is at an epoch end, else None."""
+    if epoch is None or not math.isclose(epoch, round(epoch), abs_tol=1e-6) or round(epoch) < 1:
+        return None
+    return round(epoch)
 
-    Runs in on_log (not on_epoch_end) because the Trainer logs the epoch's loss after
-    on_epoch_end; this way train/loss of the epoch is logged before its evaluation.
+
+class CheckpointCallback(TrainerCallback):
+    """Logs train/loss by epoch; at each checkpoint epoch evaluates on the test split and logs a child run.
+
+    The Trainer's epoch end runs on_log (the epoch's loss), then saves the resumable state, then
+    on_save: the evaluation runs in on_save, after the state is safe on disk. A session resumed
+    from that state evaluates in on_train_begin if the one before was cut short before finishing.
     """
 
-    def __init__(self, prepared: Prepared, tokenizer, parent_params: dict[str, str],
-                 out_dir: Path, result: FinetuneResult, hook: CheckpointHook | None) -> None:
-        self.p, self.tokenizer, self.parent_params = prepared, tokenizer, parent_params
-        self.out_dir, self.result, self.hook = out_dir, result, hook
+    def __init__(self, prepared: Prepared, tokenizer, sync: RunSync, outputs: RunOutputs,
+                 result: FinetuneResult, hook: CheckpointHook | None, stop: GracefulStop,
+                 loss_carry: dict | None = None) -> None:
+        self.p, self.tokenizer, self.sync, self.outputs = prepared, tokenizer, sync, outputs
+        self.result, self.hook, self.stop = result, hook, stop
+        self.done = set(outputs.completed_epochs())  # checkpoint epochs complete on disk
+        self.carry = loss_carry  # loss sum and steps of an epoch cut short by a signal
+        self.last_logged_step = 0
         self.eval_seconds = 0.0
         self.model = None
 
-    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self.last_logged_step = state.global_step
+        epoch = whole_epoch(state.epoch) if state.global_step else None
+        if self.stop.requested:
+            control.should_training_stop = True
+        elif epoch in self.p.config.checkpoint_epochs and epoch not in self.done:
+            self._evaluate_checkpoint(epoch, model or self.model, control)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stop.requested:
+            control.should_training_stop = True  # the Trainer then saves at its epoch end
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        """The Trainer's loss averages the steps since its last log; an epoch split by a resume
+        adds the part saved before (loss_carry.json) so train/loss is the whole epoch's mean."""
         if not logs or "loss" not in logs:
             return
-        epoch = round(state.epoch)
-        tracking.log_metrics_at({"train/loss": logs["loss"]}, step=epoch)
-        if epoch in self.p.config.checkpoint_epochs and epoch not in self.result.checkpoint_runs:
-            if self.checkpoint(epoch, model or self.model):
-                control.should_training_stop = True
-                self.result.stopped_early_at = epoch
-                mlflow.set_tag("stopped_early", str(epoch))
+        steps = state.global_step - self.last_logged_step
+        self.last_logged_step = state.global_step
+        epoch = math.ceil(state.epoch - 1e-6)
+        total = logs["loss"] * steps
+        if self.carry and self.carry["epoch"] == epoch:
+            total, steps = total + self.carry["loss_sum"], steps + self.carry["steps"]
+        self.carry = None
+        if whole_epoch(state.epoch) is None:
+            self.carry = {"epoch": epoch, "global_step": state.global_step, "loss_sum": total, "steps": steps}
+        elif steps:
+            self.sync.log_metrics({"train/loss": total / steps}, step=epoch)
+
+    def on_save(self, args, state, control, model=None, **kwargs):
+        if self.carry:
+            write_json_atomic(self.carry, Path(args.output_dir) / f"checkpoint-{state.global_step}" / LOSS_CARRY)
+        if self.stop.requested:
+            # stop right at this saved state: its evaluation (if due) runs when the run is resumed
+            control.should_training_stop = True
+            return
+        epoch = whole_epoch(state.epoch)
+        if epoch in self.p.config.checkpoint_epochs and epoch not in self.done:
+            self._evaluate_checkpoint(epoch, model or self.model, control)
+
+    def _evaluate_checkpoint(self, epoch: int, model, control) -> None:
+        if self.checkpoint(epoch, model):
+            control.should_training_stop = True
+            self.result.stopped_early_at = epoch
+            mlflow.set_tag("stopped_early", str(epoch))
 
     def checkpoint(self, epoch: int, model) -> bool:
-        """Evaluate, save the adapter and predictions locally, log them to a child run.
+        """Evaluate, save the adapter, predictions and metrics locally, then log them to a child run.
 
         Returns True when the checkpoint hook asks to stop training.
         """
@@ -131,23 +196,17 @@ class CheckpointCallback(TrainerCallback):
                                    max_prompt_tokens=cfg.max_seq_length, max_new_tokens=cfg.max_new_tokens,
                                    decoding=cfg.decoding)
         metrics = merged_metrics(evaluations)
-        folder = self.out_dir / f"epoch-{epoch}"
+        folder = self.outputs.epoch_dir(epoch)
         model.save_pretrained(folder / "adapter")
         self.tokenizer.save_pretrained(folder / "adapter")
         write_predictions(evaluations, folder / "predictions")
-        tracking.log_metrics_at(metrics, step=epoch)
-        tags = {"role": "checkpoint", "study": cfg.study, "model": cfg.model, "tasks": ",".join(cfg.tasks)}
-        with tracking.child_run(f"{default_run_name(cfg)}-epoch{epoch}", tags) as child:
-            params = {k: self.parent_params[k] for k in tracking.CHECKPOINT_PARAM_COPIES
-                      if k in self.parent_params}
-            tracking.log_params_once({"epoch": epoch, **params})
-            tracking.log_metrics_at(metrics, step=epoch)
-            tracking.log_folder(folder / "adapter", "adapter")
-            tracking.log_folder(folder / "predictions", "predictions")
-        self.result.checkpoint_runs[epoch] = child.info.run_id
+        write_json_atomic(metrics, folder / "metrics.json")  # last: the folder is complete
+        self.done.add(epoch)
+        child_id = self.sync.log_checkpoint(epoch)
+        if child_id:
+            self.result.checkpoint_runs[epoch] = child_id
         self.result.metrics[epoch] = metrics
         self.eval_seconds += time.perf_counter() - start
-        log.info("epoch %d checkpoint logged as run %s", epoch, child.info.run_id)
         return bool(self.hook and self.hook(epoch, metrics))
 
 
@@ -158,15 +217,16 @@ def write_predictions(evaluations: dict[str, TaskEvaluation], folder: Path) -> N
         tracking.write_jsonl(ev.predictions, folder / f"{name}.jsonl")
 
 
-def _training_arguments(cfg: FinetuneConfig, device: str, precision: str, out: str) -> TrainingArguments:
+def _training_arguments(cfg: FinetuneConfig, device: str, precision: str, out: Path) -> TrainingArguments:
     return TrainingArguments(
-        output_dir=out,
+        output_dir=str(out),
         num_train_epochs=cfg.epochs,
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
         learning_rate=cfg.learning_rate,
         logging_strategy="epoch",
-        save_strategy="no",
+        save_strategy="epoch",  # resumable state (LoRA weights, optimizer, scheduler, RNG) at each epoch end
+        save_total_limit=1,  # only the latest: the adapters of checkpoint epochs are kept apart
         report_to="none",
         seed=cfg.seed,
         data_seed=cfg.seed,
@@ -199,82 +259,221 @@ def run_params(p: Prepared) -> dict[str, str]:
 
 
 def train(config: FinetuneConfig, on_checkpoint: CheckpointHook | None = None,
-          run_tags: dict[str, str] | None = None, parent_run_id: str | None = None) -> FinetuneResult:
+          run_tags: dict[str, str] | None = None, parent_run_id: str | None = None,
+          resume: str | None = None) -> FinetuneResult:
     """Fine-tune with LoRA, evaluating and logging at each checkpoint epoch; returns the run ids.
 
     With `parent_run_id` (or inside an active run) the fine-tune is a nested child run, as a
-    sweep's trials are; `run_tags` override the default tags (e.g. role=trial).
+    sweep's trials are; `run_tags` override the default tags (e.g. role=trial). `resume`: a run
+    id, or 'latest' (pipelines.resume), to continue that run from its last resumable checkpoint.
+
+    Raises TrainingInterrupted after SIGINT/SIGTERM (state saved, run KILLED), and
+    TrackingOutageError when the tracking server stayed away (everything kept on local disk).
     """
     # -- resolve and validate everything before a run is created
     prepared = prepare(config)
+    preflight.check_writable(config.output_dir)
     tracking.setup_tracking(config.experiment)
+    previous = run_to_resume(prepared, resume) if resume else None
     set_seed(config.seed)
     model, tokenizer = load_model_and_tokenizer(prepared.model_ref.path, prepared.precision, prepared.device)
     targets = config.lora_targets or prepared.model_ref.lora_targets
+    preflight.check_free_space(config.output_dir, preflight.estimate(
+        model, prepared.model_ref.path, targets, config.lora_r, len(config.checkpoint_epochs),
+        sum(len(v) for v in prepared.examples.test.values()), config.disk_reserve_mb))
 
-    outer = mlflow.active_run()
-    run = mlflow.start_run(run_name=default_run_name(config), nested=outer is not None,
-                           parent_run_id=parent_run_id)
-    result = FinetuneResult(run_id=run.info.run_id)
-    try:
-        # -- params, tags, split manifest, dataset inputs
-        params = run_params(prepared)
-        tracking.log_params_once(params)
-        mlflow.set_tags({"role": "finetune", "study": config.study, "model": config.model,
-                         "tasks": ",".join(config.tasks), **config.extra_tags, **(run_tags or {})})
-        tracking.log_json(prepared.manifest, "data/split_manifest.json")
-        tracking.log_json(config.to_dict(), "config/finetune.json")
-        if prepared.examples.poisoned_ids:
-            tracking.log_json(prepared.examples.poisoned_ids, "data/poisoned_ids.json")
-        tracking.log_dataset_inputs(prepared.bundle, prepared.splits)
-        mlflow.log_metrics({k: float(v) for k, v in prepared.examples.counts().items()})
-
-        # -- model with LoRA, tokenized data
-        peft_model = build_lora_model(model, config, targets)
-        trainable, total = peft_model.get_nb_trainable_parameters()
-        mlflow.log_metrics({"model/trainable_params": trainable, "model/total_params": total})
-        items = [encode_example(tokenizer, e, config.max_seq_length)
-                 for examples in prepared.examples.train.values() for e in examples]
-        dataset = EncodedDataset(items)
-
-        # -- train, evaluating at each checkpoint epoch
-        out_dir = Path(config.output_dir) / result.run_id
-        result.output_dir = out_dir
-        callback = CheckpointCallback(prepared, tokenizer, params, out_dir, result, on_checkpoint)
-        callback.model = peft_model
-        with tempfile.TemporaryDirectory(prefix="trainer-") as scratch:
-            trainer = Trainer(
-                model=peft_model,
-                args=_training_arguments(config, prepared.device, prepared.precision, scratch),
-                train_dataset=dataset,
-                data_collator=ResponseOnlyCollator(tokenizer.pad_token_id),
-                callbacks=[callback],
-            )
-            log.info("training %s on %d examples for %d epochs", config.model, len(dataset), config.epochs)
-            start = time.perf_counter()
-            trainer.train()
-            seconds = time.perf_counter() - start - callback.eval_seconds
-
-        # -- throughput and memory
-        mlflow.log_metrics({
-            "perf/train_seconds": seconds,
-            "perf/train_tokens_per_s": dataset.useful_tokens() * config.epochs / max(seconds, 1e-9),
-            "perf/eval_seconds": callback.eval_seconds,
-            "perf/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        })
-    except KeyboardInterrupt:
-        _end_runs_until(result.run_id, "KILLED")
-        raise
-    except BaseException:
-        _end_runs_until(result.run_id, "FAILED")
-        raise
-    _end_runs_until(result.run_id, "FINISHED")
+    with ExitStack() as stack:
+        if previous is not None:  # refuse before touching the run if another process trains it
+            outputs = _previous_outputs(config, previous)
+            stack.enter_context(outputs.lock())
+        run = _open_run(config, previous, parent_run_id)
+        if previous is None:
+            outputs = RunOutputs.of(config.output_dir, run.info.run_id)
+            stack.enter_context(outputs.lock())
+        stop = stack.enter_context(GracefulStop())
+        result = FinetuneResult(run_id=run.info.run_id, output_dir=outputs.root)
+        sync: RunSync | None = None
+        try:
+            sync = RunSync(outputs)
+            _train_run(prepared, model, tokenizer, targets, sync, result, stop, on_checkpoint, run_tags, previous)
+        except TrackingOutageError as exc:
+            _end(outputs, "FINISHED" if result.trained else "FAILED", server_away=True,
+                 note="the tracking server was unreachable; upload_outputs sends the rest")
+            raise _outage_error(exc, outputs) from exc
+        except (TrainingInterrupted, KeyboardInterrupt) as exc:
+            signum = exc.signum if isinstance(exc, TrainingInterrupted) else (stop.signum or signal.SIGINT)
+            _end(outputs, "KILLED", server_away=_offline(exc, sync), signal=int(signum))
+            raise _interrupted_error(signum, outputs) from None
+        except BaseException as exc:
+            _end(outputs, "FAILED", server_away=_offline(exc, sync))
+            raise
+        if not _end(outputs, "FINISHED"):
+            raise _outage_error(RuntimeError("could not mark the run FINISHED"), outputs)
+    # the run is FINISHED in the store: its resumable state is no longer needed
+    shutil.rmtree(outputs.trainer_dir, ignore_errors=True)
     return result
 
 
-def _end_runs_until(run_id: str, status: str) -> None:
-    """End the runs this fine-tune opened (any open child, then `run_id`), leaving outer runs open."""
+def _end(outputs: RunOutputs, status: str, server_away: bool = False, **info) -> bool:
+    """Record how this session ended locally, then end the runs it opened; False if the store was away."""
+    outputs.write_status(status, **info)
+    return _end_runs_until(outputs.run_id, status, server_away)
+
+
+def _offline(exc: BaseException, sync: RunSync | None) -> bool:
+    """Whether the tracking server is known to be away (ending the run should not wait for it)."""
+    return tracking.is_tracking_outage(exc) or bool(sync and sync.offline)
+
+
+def _outage_error(exc: BaseException, outputs: RunOutputs) -> TrackingOutageError:
+    return TrackingOutageError(
+        f"the tracking server stayed unreachable ({_short(exc)}); nothing is lost: adapters, predictions "
+        f"and metrics are in {outputs.root}; when the server is back, upload them with: {upload_command(outputs)}")
+
+
+def _interrupted_error(signum: int, outputs: RunOutputs) -> TrainingInterrupted:
+    checkpoint = outputs.latest_checkpoint()
+    where = f"epoch {checkpoint.epoch:g}" if checkpoint else "the start (no state saved yet)"
+    return TrainingInterrupted(signum, (
+        f"interrupted by {signal.Signals(signum).name}: run {outputs.run_id} is KILLED; resume it from {where} "
+        f"with: python -m pipelines.finetune --resume {outputs.run_id} --output-dir {outputs.root.parent}"))
+
+
+def _previous_outputs(config: FinetuneConfig, previous: Run) -> RunOutputs:
+    """The resumed run's local folder: under --output-dir, else where the run recorded it (tag
+    `outputs_path`; e.g. the run was started from another folder, or by `mlflow run`, which works
+    in the project folder)."""
+    here = RunOutputs.of(config.output_dir, previous.info.run_id)
+    recorded = previous.data.tags.get("outputs_path")
+    if not here.root.exists() and recorded and Path(recorded).is_dir():
+        log.info("resuming with the local folder the run recorded: %s", recorded)
+        return RunOutputs(Path(recorded))
+    return here
+
+
+def _open_run(config: FinetuneConfig, previous: Run | None, parent_run_id: str | None) -> mlflow.ActiveRun:
+    """A new run (nested under an active or given parent), or `previous` reopened."""
+    if previous is None:
+        outer = mlflow.active_run()
+        return mlflow.start_run(run_name=default_run_name(config), nested=outer is not None,
+                                parent_run_id=parent_run_id)
+    wrapper = os.environ.get("MLFLOW_RUN_ID")
+    if wrapper and wrapper != previous.info.run_id:
+        # `mlflow run` created a run for this command: make it a pointer to the run it resumes
+        mlflow.MlflowClient().set_tag(wrapper, "role", "resume")
+        mlflow.MlflowClient().set_tag(wrapper, "resumed_run_id", previous.info.run_id)
+    else:
+        mlflow.set_experiment(experiment_id=previous.info.experiment_id)
+    return mlflow.start_run(run_id=previous.info.run_id)
+
+
+def _train_run(prepared: Prepared, model, tokenizer, targets: tuple[str, ...], sync: RunSync,
+               result: FinetuneResult, stop: GracefulStop, on_checkpoint: CheckpointHook | None,
+               run_tags: dict[str, str] | None, previous: Run | None) -> None:
+    """Everything inside the open run: params, data, LoRA, training with checkpoints, final sync."""
+    config, outputs = prepared.config, sync.outputs
+    # -- params, tags, split manifest, dataset inputs (a resumed run keeps those it has)
+    params = run_params(prepared)
+    tracking.log_params_once(params)
+    mlflow.set_tags({"role": "finetune", "study": config.study, "model": config.model,
+                     "tasks": ",".join(config.tasks), "outputs_path": str(outputs.root),
+                     **config.extra_tags, **(run_tags or {})})
+    tracking.log_json(prepared.manifest, "data/split_manifest.json")
+    tracking.log_json(config.to_dict(), "config/finetune.json")
+    if prepared.examples.poisoned_ids:
+        tracking.log_json(prepared.examples.poisoned_ids, "data/poisoned_ids.json")
+    if previous is None or not getattr(previous.inputs, "dataset_inputs", None):
+        tracking.log_dataset_inputs(prepared.bundle, prepared.splits)
+    sync.write_checkpoint_spec(
+        default_run_name(config),
+        {"role": "checkpoint", "study": config.study, "model": config.model, "tasks": ",".join(config.tasks)},
+        {k: params[k] for k in tracking.CHECKPOINT_PARAM_COPIES if k in params})
+    sync.log_metrics({k: float(v) for k, v in prepared.examples.counts().items()}, step=0)
+
+    # -- resume point: the latest resumable state, and a catch-up of what the store missed
+    checkpoint = outputs.latest_checkpoint() if previous is not None else None
+    if previous is not None:
+        _note_resume(previous, checkpoint, outputs, result)
+        report = sync.sync_all()
+        result.checkpoint_runs.update(report.checkpoint_runs)
+        result.metrics.update(outputs.completed_epochs())
+
+    # -- model with LoRA, tokenized data
+    peft_model = build_lora_model(model, config, targets)
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    sync.log_metrics({"model/trainable_params": trainable, "model/total_params": total}, step=0)
+    items = [encode_example(tokenizer, e, config.max_seq_length)
+             for examples in prepared.examples.train.values() for e in examples]
+    dataset = EncodedDataset(items)
+
+    # -- train, evaluating at each checkpoint epoch
+    carry = read_json(checkpoint.path / LOSS_CARRY) if checkpoint and not checkpoint.at_epoch_end else None
+    callback = CheckpointCallback(prepared, tokenizer, sync, outputs, result, on_checkpoint, stop, carry)
+    callback.model = peft_model
+    trainer = EpochSeededTrainer(
+        model=peft_model,
+        args=_training_arguments(config, prepared.device, prepared.precision, outputs.trainer_dir),
+        train_dataset=dataset,
+        data_collator=ResponseOnlyCollator(tokenizer.pad_token_id),
+        callbacks=[callback],
+    )
+    log.info("training %s on %d examples for %d epochs", config.model, len(dataset), config.epochs)
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(checkpoint.path) if checkpoint else None)
+    seconds = time.perf_counter() - start - callback.eval_seconds
+    if stop.requested:
+        raise TrainingInterrupted(stop.signum)
+    result.trained = True
+
+    # -- throughput and memory (of this session, when resumed), then whatever the store still lacks
+    epochs_run = config.epochs - (checkpoint.epoch if checkpoint else 0)
+    sync.log_metrics({
+        "perf/train_seconds": seconds,
+        "perf/train_tokens_per_s": dataset.useful_tokens() * epochs_run / max(seconds, 1e-9),
+        "perf/eval_seconds": callback.eval_seconds,
+        "perf/peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }, step=0)
+    report = sync.sync_all()
+    result.checkpoint_runs.update(report.checkpoint_runs)
+    result.metrics.update(outputs.completed_epochs())
+
+
+def _note_resume(previous: Run, checkpoint: ResumableCheckpoint | None, outputs: RunOutputs,
+                 result: FinetuneResult) -> None:
+    """Tag the reopened run with where it resumed from (and how many times)."""
+    epoch = checkpoint.epoch if checkpoint else 0.0
+    result.resumed_from_epoch = epoch
+    resumes = int(previous.data.tags.get("resumes", "0")) + 1
+    mlflow.set_tags({"resumed_from_epoch": f"{epoch:g}", "resumes": str(resumes)})
+    if checkpoint is None:
+        log.warning("no resumable state in %s: run %s trains again from the start (steps and checkpoints "
+                    "already logged are not logged twice)", outputs.trainer_dir, outputs.run_id)
+    else:
+        log.info("resuming run %s from epoch %g (%s)", outputs.run_id, epoch, checkpoint.path)
+
+
+def _short(exc: BaseException, limit: int = 160) -> str:
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _end_runs_until(run_id: str, status: str, server_away: bool = False) -> bool:
+    """End the runs this fine-tune opened (any open child, then `run_id`), leaving outer runs open.
+
+    If the store cannot be reached the run stays as it is there (the local status.json and the
+    upload command set it later); the local stack of active runs is unwound all the same, and
+    the return value is False.
+    """
+    reached = True
     while (active := mlflow.active_run()) is not None:
-        mlflow.end_run(status)
+        try:
+            with tracking.few_retries() if server_away else nullcontext():
+                mlflow.end_run(status)
+        except Exception as exc:
+            if not tracking.is_tracking_outage(exc):
+                raise
+            reached = False
+            log.warning("could not mark run %s %s in the tracking store: %s", active.info.run_id, status, _short(exc))
         if active.info.run_id == run_id:
             break
+    return reached

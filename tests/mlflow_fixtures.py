@@ -10,7 +10,9 @@ import atexit
 import json
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,27 @@ def fresh_store(folder: Path, experiment: str = "lab-test") -> str:
     shutil.copy(_TEMPLATE, folder / "mlflow.db")
     mlflow.set_tracking_uri(f"sqlite:///{folder}/mlflow.db")
     return mlflow.create_experiment(experiment, artifact_location=(folder / "artifacts").as_uri())
+
+
+@contextmanager
+def sqlite_without_fsync() -> Iterator[None]:
+    """SQLite connections opened inside skip the fsync of each commit (PRAGMA synchronous = OFF).
+
+    Fabricating hundreds of runs is thousands of commits, and each fsync takes ~10 ms on a disk; a
+    test store need not survive a power cut. Connections keep the setting after the block.
+    """
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    def no_fsync(connection, _record) -> None:
+        if type(connection).__module__.startswith("sqlite3"):
+            connection.execute("PRAGMA synchronous = OFF")
+
+    event.listen(Engine, "connect", no_fsync)
+    try:
+        yield
+    finally:
+        event.remove(Engine, "connect", no_fsync)
 
 
 # ---------------------------------------------------------------- prediction records
@@ -120,6 +143,38 @@ def log_checkpoint(
         return run.info.run_id
 
 
+# The fine-tune's params (pipelines.training.run_params) that every fabricated fine-tune gets
+# unless a test overrides them, and those copied onto its checkpoint runs.
+FINETUNE_DEFAULTS: dict[str, str] = {
+    "data": "synthetic",
+    "data_fingerprint": "abc123",
+    "split_seed": "13",
+    "epochs": "2",
+    "batch_size": "4",
+    "grad_accum": "1",
+    "learning_rate": "0.0008",
+    "lora_r": "8",
+    "lora_alpha": "16",
+    "lora_dropout": "0.05",
+    "lora_targets": "q_proj,v_proj",
+    "poison_rate": "0.0",
+    "seed": "42",
+    "precision": "fp32",
+    "device": "cpu",
+    "train_limit": "0",
+    "eval_limit": "0",
+    "decoding": "greedy",
+}
+CHECKPOINT_COPIES = (
+    "model", "tasks", "data", "data_fingerprint", "poison_rate", "seed", "learning_rate", "lora_r", "epochs",
+)
+
+
+def finetune_params(params: Mapping[str, str], checkpoints: Iterable[int]) -> dict[str, str]:
+    """A fine-tune's full params: the defaults, its checkpoint epochs, then `params`."""
+    return {**FINETUNE_DEFAULTS, "checkpoint_epochs": ",".join(str(e) for e in checkpoints), **params}
+
+
 def log_finetune(
     experiment_id: str,
     params: Mapping[str, str],
@@ -127,52 +182,69 @@ def log_finetune(
     study: str = "default",
 ) -> tuple[str, dict[int, str]]:
     """A parent fine-tune run and its checkpoint children; returns (parent id, {epoch: child id})."""
-    full = {
-        "data": "synthetic",
-        "data_fingerprint": "abc123",
-        "split_seed": "13",
-        "epochs": "2",
-        "checkpoint_epochs": ",".join(str(e) for e in checkpoints),
-        "batch_size": "4",
-        "grad_accum": "1",
-        "learning_rate": "0.0008",
-        "lora_r": "8",
-        "lora_alpha": "16",
-        "lora_dropout": "0.05",
-        "lora_targets": "q_proj,v_proj",
-        "poison_rate": "0.0",
-        "seed": "42",
-        "precision": "fp32",
-        "device": "cpu",
-        "train_limit": "0",
-        "eval_limit": "0",
-        "decoding": "greedy",
-        **params,
-    }
+    full = finetune_params(params, checkpoints)
     with mlflow.start_run(experiment_id=experiment_id, tags={"role": "finetune", "study": study}) as parent:
         mlflow.log_params(full)
         for epoch, (_, metrics) in checkpoints.items():
             for name, value in metrics.items():
                 mlflow.log_metric(name, value, step=epoch)
-    copied = {
-        k: full[k]
-        for k in (
-            "model",
-            "tasks",
-            "data",
-            "data_fingerprint",
-            "poison_rate",
-            "seed",
-            "learning_rate",
-            "lora_r",
-            "epochs",
-        )
-    }
+    copied = {k: full[k] for k in CHECKPOINT_COPIES}
     children = {
         epoch: log_checkpoint(experiment_id, parent.info.run_id, copied, epoch, preds, metrics, study)
         for epoch, (preds, metrics) in checkpoints.items()
     }
     return parent.info.run_id, children
+
+
+def write_checkpoint_artifacts(folder: Path, predictions: Mapping[str, Iterable[dict[str, Any]]]) -> Path:
+    """A checkpoint run's artifacts in `folder`: predictions/<task>.jsonl and adapter/adapter_config.json."""
+    (folder / "predictions").mkdir(parents=True, exist_ok=True)
+    (folder / "adapter").mkdir(exist_ok=True)
+    for task, records in predictions.items():
+        text = "".join(json.dumps(r) + "\n" for r in records)
+        (folder / "predictions" / f"{task}.jsonl").write_text(text, encoding="utf-8")
+    (folder / "adapter" / "adapter_config.json").write_text("{}", encoding="utf-8")
+    return folder
+
+
+def log_finetune_batched(
+    client: mlflow.MlflowClient,
+    experiment_id: str,
+    params: Mapping[str, str],
+    checkpoints: Mapping[int, tuple[Path, Mapping[str, float]]],
+    study: str = "default",
+) -> tuple[str, dict[int, str]]:
+    """The runs of `log_finetune` in a few requests each, for stores of hundreds of runs.
+
+    Params and metrics go in one `log_batch` per run and each checkpoint's artifacts in one upload
+    of a folder from `write_checkpoint_artifacts` (so several runs can share one set of
+    predictions). Returns (parent id, {epoch: child id}).
+    """
+    from mlflow.entities import Metric, Param
+
+    full = finetune_params(params, checkpoints)
+    now = int(time.time() * 1000)
+
+    def metrics_at(metrics: Mapping[str, float], epoch: int) -> list[Metric]:
+        return [Metric(name, float(value), now, epoch) for name, value in metrics.items()]
+
+    parent = client.create_run(experiment_id, tags={"role": "finetune", "study": study},
+                               run_name=f"{full['model']}-seed{full['seed']}-poison{full['poison_rate']}")
+    parent_id = parent.info.run_id
+    client.log_batch(parent_id, params=[Param(k, v) for k, v in full.items()],
+                     metrics=[m for epoch, (_, metrics) in checkpoints.items() for m in metrics_at(metrics, epoch)])
+    copied = {k: full[k] for k in CHECKPOINT_COPIES}
+    children = {}
+    for epoch, (folder, metrics) in checkpoints.items():
+        tags = {"role": "checkpoint", "study": study, "mlflow.parentRunId": parent_id}
+        child = client.create_run(experiment_id, tags=tags, run_name=f"epoch-{epoch}").info.run_id
+        client.log_batch(child, params=[Param(k, v) for k, v in {**copied, "epoch": str(epoch)}.items()],
+                         metrics=metrics_at(metrics, epoch))
+        client.log_artifacts(child, str(folder))
+        client.set_terminated(child)
+        children[epoch] = child
+    client.set_terminated(parent_id)
+    return parent_id, children
 
 
 def series_references(n: int) -> list[str]:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import requests
 
 from pipelines.baselines.cache import ResponseCache, cache_key
+from pipelines.baselines.privacy import redact_secret, redact_url
 from pipelines.registry import Registry
 
 if TYPE_CHECKING:
@@ -117,10 +118,11 @@ class OpenAIChatBackend:
                  max_retries: int = 5, timeout_s: float = 60.0, backoff_s: float = 1.0,
                  max_backoff_s: float = 60.0, temperature: float = 0.0) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
+        self.shown_url = redact_url(self.url)  # for messages: no password
         self.model, self.api_key = model, api_key
         self.concurrency, self.max_retries, self.timeout_s = concurrency, max_retries, timeout_s
         self.backoff_s, self.max_backoff_s, self.temperature = backoff_s, max_backoff_s, temperature
-        self.identity = f"openai@{base_url.rstrip('/')}"
+        self.identity = f"openai@{redact_url(base_url.rstrip('/'))}"
         self.stats = BackendStats()
         self._abort = threading.Event()
         self._local = threading.local()
@@ -156,7 +158,11 @@ class OpenAIChatBackend:
         except BackendFatalError:
             raise
         except Exception as exc:
-            return Completion(status="failed", error=f"{exc.__class__.__name__}: {exc}")
+            return Completion(status="failed", error=self._redact(f"{exc.__class__.__name__}: {exc}"))
+
+    def _redact(self, text: str) -> str:
+        """Error text without the API key or the URL's password (a server may echo either back)."""
+        return redact_secret(text.replace(self.url, self.shown_url), self.api_key)
 
     def _one(self, request: ChatRequest) -> Completion:
         body = {"model": self.model, "messages": list(request.messages), "temperature": self.temperature,
@@ -176,11 +182,11 @@ class OpenAIChatBackend:
                 if code == 200:
                     return self._read(response, attempt)
                 if code in FATAL_STATUS:
-                    raise BackendFatalError(
+                    raise BackendFatalError(self._redact(
                         f"{self.url} answered HTTP {code}: {FATAL_STATUS[code]} "
-                        f"(model {self.model!r}): {response.text[:300]}")
+                        f"(model {self.model!r}): {response.text[:300]}"))
                 if code not in RETRY_STATUS and code < 500:
-                    return Completion(status="failed", error=f"HTTP {code}: {response.text[:200]}",
+                    return Completion(status="failed", error=self._redact(f"HTTP {code}: {response.text[:200]}"),
                                       attempts=attempt)
                 error, wait = f"HTTP {code}", retry_after_seconds(response.headers.get("Retry-After"))
             if attempt > self.max_retries:
@@ -192,15 +198,14 @@ class OpenAIChatBackend:
             self._abort.wait(min(wait, self.max_backoff_s))
         return Completion(status="failed", error=f"{error} after {attempt} attempts", attempts=attempt)
 
-    @staticmethod
-    def _read(response, attempt: int) -> Completion:
+    def _read(self, response, attempt: int) -> Completion:
         """The first choice's message content, or a `malformed` completion."""
         try:
             data = response.json()
             content = data["choices"][0]["message"]["content"]
         except (ValueError, KeyError, IndexError, TypeError) as exc:
-            return Completion(status="malformed", error=f"{exc.__class__.__name__}: {response.text[:200]}",
-                              attempts=attempt)
+            return Completion(status="malformed", attempts=attempt,
+                              error=self._redact(f"{exc.__class__.__name__}: {response.text[:200]}"))
         if not isinstance(content, str):
             return Completion(status="malformed", error=f"content is {type(content).__name__}",
                               attempts=attempt)
@@ -279,8 +284,10 @@ BACKENDS: Registry[BackendFactory] = Registry("baseline backend")
 
 @BACKENDS.register("openai")
 def _openai(config: BaselineConfig) -> Backend:
+    # stripped: a key read with $(cat key.txt) ends in a newline, which requests refuses with an
+    # error that quotes the whole header (key included) into every failed example's record
     return OpenAIChatBackend(
-        config.base_url, config.model, os.environ.get(config.api_key_env, ""),
+        config.base_url, config.model, os.environ.get(config.api_key_env, "").strip(),
         concurrency=config.concurrency, max_retries=config.max_retries, timeout_s=config.timeout_s,
         backoff_s=config.backoff_s, temperature=config.temperature,
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from pipelines.config import PRECISIONS, ConfigError, flat_params
+from pipelines.config import PRECISIONS, ConfigError, check_finite_and_named, flat_params
 from pipelines.tasks import parse_task_list
 
 PROMPTING_MODES = ("zero-shot", "prompt-engineered")
@@ -70,6 +70,7 @@ class BaselineConfig:
         from pipelines.baselines.backends import BACKENDS
 
         BACKENDS.get(self.backend)  # an unknown name lists the valid ones
+        check_finite_and_named(self)
         if self.prompting not in PROMPTING_MODES:
             raise ConfigError(f"--prompting must be one of {PROMPTING_MODES}, got {self.prompting!r}")
         if self.backend == "openai" and not self.base_url:

@@ -16,7 +16,7 @@ from pipelines import tracking
 from pipelines.baselines.backends import Backend, ChatRequest, Completion, complete_cached, create_backend
 from pipelines.baselines.cache import ResponseCache
 from pipelines.baselines.config import BaselineConfig
-from pipelines.baselines.privacy import Endpoint, check_endpoint
+from pipelines.baselines.privacy import Endpoint, check_endpoint, redact_url
 from pipelines.baselines.prompts import PromptTemplate, load_templates
 from pipelines.data.sources import load_data
 from pipelines.data.split import manifest, split_bundle
@@ -84,6 +84,7 @@ def baseline_params(p: PreparedBaseline) -> dict[str, str]:
     """The run's params: resolved config, data facts, endpoint host, prompt hashes, code version."""
     params = p.config.as_params()
     params.update({
+        "base_url": redact_url(p.config.base_url),  # never a password given in the URL
         "data_fingerprint": p.manifest["fingerprint"],
         "endpoint_host": p.endpoint.host if p.endpoint else "in-process",
         "allow_remote": str(p.config.allow_remote),

@@ -189,9 +189,12 @@ def read_labels(path_text: str | Path, id_column: str, policy: LabelPolicy) -> L
 
 
 def _load_json(path: Path) -> object:
-    if not path.exists():
-        raise DataError(path, "file not found")
-    data = path.read_bytes()
+    if not path.is_file():
+        raise DataError(path, "is a folder; expected a JSON file" if path.is_dir() else "file not found")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(path, f"cannot be read ({exc.strerror or exc})") from None
     if not data.strip():
         raise DataError(path, "file is empty")
     try:
@@ -232,6 +235,8 @@ def _parse_json(path: Path, text: str, line_offset: int) -> object:
         raise DataError(
             path, f"duplicate key {exc.args[0]!r} in a JSON object", line=line_offset or None
         ) from None
+    except RecursionError:  # a label file is two levels deep; thousands mean a broken or hostile file
+        raise DataError(path, "JSON nested too deeply to be a labels file", line=line_offset or None) from None
 
 
 def _labels_from_object(
@@ -297,7 +302,9 @@ def _read_json_file(path: Path, id_column: str, policy: LabelPolicy) -> LabelSet
 
 
 def _read_json_folder(path: Path, policy: LabelPolicy) -> LabelSet:
-    files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".json" and not p.name.startswith("."))
+    files = sorted(
+        p for p in path.iterdir() if p.suffix.lower() == ".json" and not p.name.startswith(".") and p.is_file()
+    )
     if not files:
         raise DataError(path, "folder holds no <id>.json label files")
     result = LabelSet(path, {})

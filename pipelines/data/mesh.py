@@ -108,6 +108,8 @@ def _load_mapping(path: Path, mtime_ns: int, size: int) -> MeshMapping:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DataError(path, f"not UTF-8 text ({exc.reason})") from None
+    except OSError as exc:
+        raise DataError(path, f"cannot be read ({exc.strerror or exc})") from None
     canonical = {label.casefold(): label for label in CHEXPERT_LABELS}
     mapping = MeshMapping(path)
     seen: dict[tuple[str, frozenset[str]], int] = {}
@@ -115,7 +117,13 @@ def _load_mapping(path: Path, mtime_ns: int, size: int) -> MeshMapping:
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
-        cells = [c.strip() for c in next(csv.reader([line]))]
+        if "\x00" in line:
+            raise DataError(path, "NUL character (a binary or UTF-16 file?); save the mapping as UTF-8 text",
+                            line=number)
+        try:
+            cells = [c.strip() for c in next(csv.reader([line]))]
+        except csv.Error as exc:
+            raise DataError(path, f"not a readable CSV line ({exc})", line=number) from None
         if not header_seen:
             if tuple(c.casefold() for c in cells[:2]) != MAPPING_COLUMNS[:2]:
                 raise DataError(

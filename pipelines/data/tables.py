@@ -2,9 +2,12 @@
 
 Every loader that reads a table goes through `read_table`, so all of them report problems the
 same way (see pipelines.data.errors): the file, the data row and its line, and the column.
-Text must be UTF-8 (a leading byte-order mark is accepted); a cell holding other bytes is an
-error naming its row and column. Fully blank rows are skipped; columns whose header cell is
-empty (a spreadsheet's stray formatted column, a pandas index) are ignored.
+Text must be UTF-8 (a leading byte-order mark is accepted); a cell holding other bytes, or a
+NUL character (a binary or UTF-16 file), is an error naming its row and column. Fully blank rows
+are skipped; columns whose header cell is empty (a spreadsheet's stray formatted column, a pandas
+index) are ignored. A workbook the XLSX reader cannot parse (damaged, truncated, encrypted) is an
+error naming the file. A CSV/TSV that ends without a line break inside a quoted field, or whose
+last row lacks columns, is refused as probably cut short.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import codecs
 import csv
 import datetime as dt
 import io
+import logging
 import re
 import zipfile
 from dataclasses import dataclass, field
@@ -20,9 +24,13 @@ from pathlib import Path
 
 from pipelines.data.errors import DataError
 
+log = logging.getLogger(__name__)
+
 XLSX_SUFFIXES = (".xlsx", ".xlsm")
-# Undecodable bytes survive decoding with errors="surrogateescape" as U+DC80..U+DCFF.
-_NOT_UTF8 = re.compile("[\udc80-\udcff]")
+# Undecodable bytes survive decoding with errors="surrogateescape" as U+DC80..U+DCFF; NUL
+# (U+0000) never occurs in UTF-8 text but fills UTF-16 text of ASCII letters, so it is refused too.
+_NOT_UTF8 = re.compile("[\udc80-\udcff\x00]")
+_UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 
 @dataclass(frozen=True)
@@ -130,7 +138,12 @@ def read_table(path: Path, sheet: str | None = None) -> Table:
 
 
 def _read_delimited(path: Path, delimiter: str) -> Table:
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(path, f"cannot be read ({exc.strerror or exc})") from None
+    if data.startswith(_UTF16_BOMS):
+        raise DataError(path, "is UTF-16 text (byte-order mark); re-save the file with UTF-8 encoding")
     if data.startswith(codecs.BOM_UTF8):
         data = data[len(codecs.BOM_UTF8) :]
     if not data.strip():
@@ -140,10 +153,12 @@ def _read_delimited(path: Path, delimiter: str) -> Table:
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     table: Table | None = None
     last_line = 0
+    last_cells: list[str] | None = None  # the last record's cells when it is a data row
     try:
         for cells in reader:
             start, last_line = last_line + 1, reader.line_num
             if not any(c.strip() for c in cells):
+                last_cells = None
                 continue
             if table is None:
                 table = _new_table(path, cells, start, None)
@@ -151,10 +166,52 @@ def _read_delimited(path: Path, delimiter: str) -> Table:
             table.rows.append(
                 _make_row(table, cells, len(table.rows) + 1, start, strict_width=True, check_utf8=check_cells)
             )
+            last_cells = cells
     except csv.Error as exc:
         raise DataError(path, f"not a readable CSV file ({exc})", line=reader.line_num) from None
-    assert table is not None  # data.strip() was non-empty, so some row had a non-blank cell
+    if table is None:  # only separators and (Unicode) spaces
+        raise DataError(path, "file is empty (no cell holds any text)")
+    if last_cells is not None and not text.endswith(("\n", "\r")):
+        _check_not_truncated(table, text, last_cells, delimiter)
     return table
+
+
+def _check_not_truncated(table: Table, text: str, cells: list[str], delimiter: str) -> None:
+    """A file that stops without a final line break may have been cut short: refuse it when its last
+    row also stops inside a quoted field or lacks named columns; else log a warning (the last field
+    may be cut, which no reader can tell)."""
+    row = table.rows[-1]
+    named_width = max(i for i, name in enumerate(table.header) if name) + 1
+    tail = text[_line_offset(text, row.position) :]
+    try:
+        for _ in csv.reader(io.StringIO(tail, newline=""), delimiter=delimiter, strict=True):
+            pass
+        open_quote = False
+    except csv.Error as exc:
+        open_quote = "unexpected end of data" in str(exc)
+    if open_quote:
+        raise table.error("the file ends inside a quoted field: was it cut short? Copy or export it again", row)
+    if len(cells) < named_width:
+        raise table.error(
+            f"the last row has {len(cells)} fields but the header has {named_width}, and the file ends "
+            "without a line break: was it cut short? Copy or export it again",
+            row,
+        )
+    log.warning("%s ends without a line break; if the file was cut short, its last row (data row %d) "
+                "is incomplete", table.path, row.number)
+
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+def _line_offset(text: str, line: int) -> int:
+    """Character offset where physical line `line` (1-based, as csv counts lines) starts."""
+    offset = 0
+    for match in _LINE_BREAK.finditer(text):
+        if line <= 1:
+            break
+        offset, line = match.end(), line - 1
+    return offset
 
 
 def _read_xlsx(path: Path, sheet: str | None) -> Table:
@@ -167,29 +224,40 @@ def _read_xlsx(path: Path, sheet: str | None) -> Table:
         book = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except (InvalidFileException, zipfile.BadZipFile, KeyError, OSError, ValueError) as exc:
         raise DataError(path, f"not a readable XLSX workbook ({exc})") from None
+    except Exception as exc:  # a damaged workbook fails deep inside openpyxl/zlib in many ways
+        raise DataError(path, f"not a readable XLSX workbook ({type(exc).__name__}: {exc})") from None
     try:
-        names = book.sheetnames
-        if sheet is None:
-            name = names[0]
-        elif sheet in names:
-            name = sheet
-        elif sheet.isdigit() and 1 <= int(sheet) <= len(names):
-            name = names[int(sheet) - 1]
-        else:
-            raise DataError(path, f"no sheet {sheet!r}; the workbook has sheets {names}")
-        table: Table | None = None
-        for position, values in enumerate(book[name].iter_rows(values_only=True), start=1):
-            cells = [_cell_text(v) for v in values]
-            if not any(c.strip() for c in cells):
-                continue
-            if table is None:
-                table = _new_table(path, cells, position, name)
-                continue
-            table.rows.append(
-                _make_row(table, cells, len(table.rows) + 1, position, strict_width=False, check_utf8=False)
-            )
+        return _read_sheet(path, book, sheet)
+    except DataError:
+        raise
+    except Exception as exc:  # rows are parsed lazily: damage inside a sheet surfaces here
+        raise DataError(path, f"not a readable XLSX workbook ({type(exc).__name__}: {exc})") from None
     finally:
         book.close()
+
+
+def _read_sheet(path: Path, book, sheet: str | None) -> Table:
+    """The rows of `sheet` (name, 1-based number, or None for the first) of an open workbook."""
+    names = book.sheetnames
+    if sheet is None:
+        name = names[0]
+    elif sheet in names:
+        name = sheet
+    elif sheet.isdigit() and 1 <= int(sheet) <= len(names):
+        name = names[int(sheet) - 1]
+    else:
+        raise DataError(path, f"no sheet {sheet!r}; the workbook has sheets {names}")
+    table: Table | None = None
+    for position, values in enumerate(book[name].iter_rows(values_only=True), start=1):
+        cells = [_cell_text(v) for v in values]
+        if not any(c.strip() for c in cells):
+            continue
+        if table is None:
+            table = _new_table(path, cells, position, name)
+            continue
+        table.rows.append(
+            _make_row(table, cells, len(table.rows) + 1, position, strict_width=False, check_utf8=False)
+        )
     if table is None:
         raise DataError(path, "sheet is empty", sheet=name)
     return table
@@ -212,8 +280,9 @@ def _new_table(path: Path, cells: list[str], position: int, sheet: str | None) -
     header = [c.strip() for c in cells]
     table = Table(path, header, position, sheet=sheet)
     for index, name in enumerate(header, start=1):
-        if _NOT_UTF8.search(name):
-            raise table.error(f"header cell {index} is not UTF-8 text; save the file as UTF-8")
+        bad = _NOT_UTF8.search(name)
+        if bad:
+            raise table.error(f"header cell {index}: {_encoding_problem(bad.group())}")
     named = [h for h in header if h]
     keys = [column_key(h) for h in named]
     duplicates = sorted({h for h in named if keys.count(column_key(h)) > 1})
@@ -241,10 +310,13 @@ def _make_row(
         for name, cell in values.items():
             bad = _NOT_UTF8.search(cell)
             if bad:
-                byte = ord(bad.group()) - 0xDC00
-                raise table.error(
-                    f"not UTF-8 text (byte 0x{byte:02x}); re-save the file with UTF-8 encoding",
-                    TableRow(number, position, {}),
-                    name,
-                )
+                raise table.error(_encoding_problem(bad.group()), TableRow(number, position, {}), name)
     return TableRow(number, position, values)
+
+
+def _encoding_problem(char: str) -> str:
+    """What a character matched by _NOT_UTF8 means, and what to do about it."""
+    if char == "\x00":
+        return "NUL character (a binary or UTF-16 file?); re-save the file as UTF-8 text"
+    return f"not UTF-8 text (byte 0x{ord(char) - 0xDC00:02x}); re-save the file with UTF-8 encoding"
+
