@@ -30,11 +30,24 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
         if f.name in SKIP_FIELDS:
             continue
         hint = hints[f.name]
-        kind = {int: int, float: float}.get(hint, str)
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         shown = ",".join(map(str, default)) if isinstance(default, tuple) else default
-        parser.add_argument(f"--{f.name.replace('_', '-')}", dest=f.name, type=kind, default=None,
-                            help=f"default: {shown}")
+        option = f"--{f.name.replace('_', '-')}"
+        if hint is bool:  # `--flag`, or `--flag true|false` (what MLproject commands pass)
+            parser.add_argument(option, dest=f.name, type=parse_bool, nargs="?", const=True, default=None,
+                                metavar="true|false", help=f"default: {str(default).lower()}")
+            continue
+        kind = {int: int, float: float}.get(hint, str)
+        parser.add_argument(option, dest=f.name, type=kind, default=None, help=f"default: {shown}")
+
+
+def parse_bool(text: str) -> bool:
+    """'true'/'false' (also yes/no, 1/0, on/off; any case) -> bool; anything else is an argparse error."""
+    value = {"true": True, "yes": True, "1": True, "on": True,
+             "false": False, "no": False, "0": False, "off": False}.get(text.strip().lower())
+    if value is None:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return value
 
 
 def explicit_options(args: argparse.Namespace, config_cls: type) -> dict[str, Any]:

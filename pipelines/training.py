@@ -236,7 +236,8 @@ def _training_arguments(cfg: FinetuneConfig, device: str, precision: str, out: P
         train_sampling_strategy="group_by_length",  # less padding per batch
         remove_unused_columns=False,
         dataloader_pin_memory=False,
-        optim="adamw_torch",
+        optim="adamw_torch_fused" if device.startswith("cuda") else "adamw_torch",  # one kernel per step
+        gradient_checkpointing=cfg.gradient_checkpointing,
     )
 
 

@@ -75,3 +75,18 @@ def test_local_folder_gets_targets_from_model_type(tiny_model_dir):
 def test_folder_without_config(tmp_path):
     with pytest.raises(ModelUnavailableError, match="config.json"):
         resolve_model(str(tmp_path))
+
+
+def test_boolean_options_take_a_flag_or_true_false():
+    assert parse_args([]).gradient_checkpointing is False
+    assert parse_args(["--gradient-checkpointing"]).gradient_checkpointing is True
+    assert parse_args(["--gradient-checkpointing", "false"]).gradient_checkpointing is False
+    assert parse_args(["--gradient-checkpointing", "TRUE"]).gradient_checkpointing is True
+    with pytest.raises(SystemExit):
+        parse_args(["--gradient-checkpointing", "maybe"])
+
+
+def test_decoding_is_validated():
+    assert FinetuneConfig().decoding == "constrained" and EvaluateConfig(decoding="free").decoding == "free"
+    with pytest.raises(ConfigError, match="--decoding must be one of"):
+        FinetuneConfig(decoding="beam")
