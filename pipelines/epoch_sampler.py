@@ -12,9 +12,17 @@ from torch.utils.data import Dataset, Sampler
 from transformers import Trainer
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
+MEGABATCH_BATCHES = 50  # batches sorted together: more means less padding, less mixing
+
 
 class EpochSeededLengthSampler(LengthGroupedSampler):
-    """Length-grouped shuffling (less padding per batch) seeded by seed + epoch."""
+    """Length-grouped shuffling (less padding per batch) seeded by seed + epoch.
+
+    The stock sampler sorts mega-batches sized to make four per epoch, so on a dataset of a
+    few dozen examples (the demo, a sweep's trials) a mega-batch is one batch and nothing is
+    grouped. Here a mega-batch is up to MEGABATCH_BATCHES batches, and the batches are then
+    shuffled (the longest one first, to meet an out-of-memory error at once).
+    """
 
     def __init__(self, batch_size: int, dataset: Dataset, seed: int) -> None:
         super().__init__(batch_size, dataset=dataset, generator=torch.Generator())
@@ -24,6 +32,19 @@ class EpochSeededLengthSampler(LengthGroupedSampler):
     def set_epoch(self, epoch: int) -> None:
         """Called by the Trainer (through accelerate's data loader) before each epoch."""
         self.generator.manual_seed(self.seed + epoch)
+
+    def __iter__(self):
+        n, size = len(self.lengths), self.batch_size
+        order = torch.randperm(n, generator=self.generator).tolist()
+        span = size * MEGABATCH_BATCHES
+        grouped = [i for start in range(0, n, span)
+                   for i in sorted(order[start : start + span], key=lambda i: self.lengths[i], reverse=True)]
+        batches = [grouped[i : i + size] for i in range(0, n, size)]
+        # The data loader cuts this order into batches again, so a short batch must stay last.
+        tail = [batches.pop()] if len(batches[-1]) < size and len(batches) > 1 else []
+        longest = max(range(len(batches)), key=lambda b: self.lengths[batches[b][0]])
+        rest = [batches[b] for b in torch.randperm(len(batches), generator=self.generator).tolist() if b != longest]
+        return iter([i for batch in [batches[longest], *rest, *tail] for i in batch])
 
 
 class EpochSeededTrainer(Trainer):

@@ -17,6 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
+from pipelines.cli import parse_bool
 from pipelines.config import ConfigError, FinetuneConfig
 
 if TYPE_CHECKING:
@@ -37,7 +38,8 @@ def stored_values(params: dict[str, str]) -> dict[str, Any]:
             continue
         raw = params[f.name]
         kind = hints[f.name]
-        values[f.name] = int(float(raw)) if kind is int else float(raw) if kind is float else raw
+        readers = {int: lambda text: int(float(text)), float: float, bool: parse_bool}
+        values[f.name] = readers.get(kind, str)(raw)
     return values
 
 
