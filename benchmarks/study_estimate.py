@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.config import FinetuneConfig
-from pipelines.studies.plan import CHARS_PER_TOKEN, _split_data, estimate_cost
-from pipelines.studies.spec import load_study
+from pipelines.studies.plan import _budget, _split_data, _tokens, estimate_cost
+from pipelines.studies.spec import StudyRun, load_study
 from pipelines.tasks import get_task
 
 
@@ -36,15 +36,11 @@ class RunEstimate:
         return self.train_hours + self.eval_hours
 
 
-def _tokens(text: str) -> int:
-    return -(-len(text) // CHARS_PER_TOKEN)
-
-
 def estimate_run(cfg: FinetuneConfig, name: str, rates: dict[str, float]) -> RunEstimate:
     """One fine-tune's training and checkpoint-evaluation hours at the preset's `rates`."""
     from pipelines.examples import build_examples
 
-    cost = estimate_cost_for(cfg)
+    cost = estimate_cost(StudyRun(name=name, kind="finetune", settings={}, config=cfg, key=""))
     bundle, splits = _split_data(cfg.data, cfg.split_seed)
     test = build_examples(bundle, splits, cfg.tasks, train_limit=1, eval_limit=cfg.eval_limit).test
     prefill = decode = 0
@@ -55,17 +51,10 @@ def estimate_run(cfg: FinetuneConfig, name: str, rates: dict[str, float]) -> Run
             if cfg.decoding == "constrained" and task.constrained is not None:
                 prefill += _tokens(e.target)
             else:
-                decode += min(task.max_new_tokens, cfg.max_new_tokens or task.max_new_tokens)
+                decode += _budget(task_name, cfg.max_new_tokens)
     per_checkpoint = prefill / rates["prefill_tokens_per_s"] + decode / rates["decode_tokens_per_s"]
     return RunEstimate(name, cfg.model, cost.train_tokens / rates["train_tokens_per_s"] / 3600,
                        per_checkpoint * len(cfg.checkpoint_epochs) / 3600)
-
-
-def estimate_cost_for(cfg: FinetuneConfig):
-    """The plan's cost of a fine-tune config (a thin wrapper so tests can call it directly)."""
-    from pipelines.studies.spec import StudyRun
-
-    return estimate_cost(StudyRun(name="estimate", kind="finetune", settings={}, config=cfg, key=""))
 
 
 def estimate_study(study_path: str, throughput: dict) -> tuple[list[RunEstimate], list[str]]:

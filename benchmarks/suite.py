@@ -33,7 +33,7 @@ from pipelines.evaluation import input_text, score_outputs
 from pipelines.examples import build_examples
 from pipelines.generation import complete
 from pipelines.models import load_model_and_tokenizer, resolve_device, resolve_model, resolve_precision
-from pipelines.tasks import get_task, parse_task_list, task_names
+from pipelines.tasks import get_task, task_names, task_tuple
 from pipelines.training import build_lora_model
 from pipelines.training_data import EncodedDataset, ResponseOnlyCollator, encode_example
 
@@ -63,8 +63,7 @@ class BenchConfig:
     seed: int = 42
 
     def __post_init__(self) -> None:
-        raw = self.tasks if isinstance(self.tasks, str) else ",".join(self.tasks)
-        self.tasks = tuple(parse_task_list(raw))
+        self.tasks = task_tuple(self.tasks)
         if self.eval_per_task < 0:
             raise ValueError(f"--eval-per-task must be >= 0 (0 = training only), got {self.eval_per_task}")
         for name in ("train_per_task", "epochs", "batch_size", "eval_batch_size", "reference_max_new_tokens"):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, fields
 
-from pipelines.tasks import parse_task_list
+from pipelines.tasks import task_tuple
 
 PAPER_CHECKPOINTS = (2, 5, 20, 100)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -104,10 +104,7 @@ class FinetuneConfig:
     extra_tags: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        if isinstance(self.tasks, str):
-            self.tasks = tuple(parse_task_list(self.tasks))
-        else:
-            self.tasks = tuple(parse_task_list(",".join(self.tasks)))
+        self.tasks = task_tuple(self.tasks)
         self.checkpoint_epochs = parse_int_list(self.checkpoint_epochs, "checkpoint-epochs")
         if isinstance(self.lora_targets, str):
             self.lora_targets = tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
@@ -199,8 +196,7 @@ class EvaluateConfig:
     run_name: str = ""
 
     def __post_init__(self) -> None:
-        raw = self.tasks if isinstance(self.tasks, str) else ",".join(self.tasks)
-        self.tasks = tuple(parse_task_list(raw))
+        self.tasks = task_tuple(self.tasks)
         check_finite_and_named(self)
         if self.split not in SPLITS:
             raise ConfigError(f"--split must be one of {SPLITS}, got {self.split!r}")

@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass
 
 from pipelines.config import PRECISIONS, ConfigError, check_finite_and_named, flat_params
-from pipelines.tasks import parse_task_list
+from pipelines.tasks import task_tuple
 
 PROMPTING_MODES = ("zero-shot", "prompt-engineered")
 TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
@@ -59,8 +59,7 @@ class BaselineConfig:
     run_name: str = ""
 
     def __post_init__(self) -> None:
-        raw = self.tasks if isinstance(self.tasks, str) else ",".join(self.tasks)
-        self.tasks = tuple(parse_task_list(raw))
+        self.tasks = task_tuple(self.tasks)
         self.allow_remote = parse_bool(self.allow_remote, "allow-remote")
         if self.backend == "openai" and not self.base_url:
             self.base_url = os.environ.get("OPENAI_BASE_URL", "")

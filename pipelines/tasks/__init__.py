@@ -6,6 +6,8 @@ BUILTIN_TASKS below; training, evaluation and the shared tests pick it up from t
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from pipelines.registry import Registry, UnknownNameError
 from pipelines.tasks import harmonization, impression, labeling
 from pipelines.tasks.base import Task
@@ -49,4 +51,9 @@ def parse_task_list(text: str) -> list[str]:
     return names
 
 
-__all__ = ["BUILTIN_TASKS", "TASKS", "Task", "get_task", "parse_task_list", "task_names"]
+def task_tuple(tasks: str | Sequence[str]) -> tuple[str, ...]:
+    """A config's `tasks` value, comma-separated text or a sequence, validated as by parse_task_list."""
+    return tuple(parse_task_list(tasks if isinstance(tasks, str) else ",".join(tasks)))
+
+
+__all__ = ["BUILTIN_TASKS", "TASKS", "Task", "get_task", "parse_task_list", "task_names", "task_tuple"]
