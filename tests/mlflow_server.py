@@ -30,6 +30,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_ready(server: subprocess.Popen, url: str, log_path: Path, timeout_s: float,
+                     interval_s: float = 1.0) -> None:
+    """Poll `url` until it answers 200; fail quoting the log if the server exits or times out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        assert server.poll() is None, f"server exited early:\n{log_path.read_text()[-3000:]}"
+        try:
+            if requests.get(url, timeout=2).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        assert time.monotonic() < deadline, f"server not ready in {timeout_s} s:\n{log_path.read_text()[-3000:]}"
+        time.sleep(interval_s)
+
+
 def server_command(folder: Path, port: int, app_name: str | None = None, workers: int = 1) -> list[str]:
     """`mlflow server` with a SQLite store and artifacts proxied from a folder, both in `folder`."""
     command = [str(Path(sys.executable).parent / "mlflow"), "server",
@@ -59,17 +74,7 @@ def mlflow_server(
                                   stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            assert server.poll() is None, f"mlflow server exited early:\n{log_path.read_text()[-3000:]}"
-            try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, \
-                f"mlflow server not ready in {SERVER_START_S} s:\n{log_path.read_text()[-3000:]}"
-            time.sleep(0.5)
+        wait_until_ready(server, f"{url}/health", log_path, SERVER_START_S, interval_s=0.5)
         yield url
     finally:
         os.killpg(server.pid, signal.SIGTERM)

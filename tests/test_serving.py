@@ -12,7 +12,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import pandas as pd
 import pytest
 import requests
 import torch
+from mlflow_server import wait_until_ready
 from xdist_once import build_once
 
 from pipelines.config import FinetuneConfig
@@ -72,17 +72,7 @@ def serve_and_ask(root: Path, uri: str, request: list[dict]) -> dict:
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            assert server.poll() is None, f"server exited early:\n{log_path.read_text()[-3000:]}"
-            try:
-                if requests.get(f"{base}/ping", timeout=2).status_code == 200:
-                    break
-            except requests.ConnectionError:
-                pass
-            assert time.monotonic() < deadline, f"server not ready in {SERVER_START_S} s:\n" \
-                                                f"{log_path.read_text()[-3000:]}"
-            time.sleep(1)
+        wait_until_ready(server, f"{base}/ping", log_path, SERVER_START_S)
         answers = requests.post(f"{base}/invocations", json={"dataframe_records": request},
                                 timeout=REQUEST_TIMEOUT_S)
         missing = requests.post(f"{base}/invocations", json={"dataframe_records": [{"task": "labeling"}]},
