@@ -279,7 +279,7 @@ def _log_run(config: HarmonizeConfig, found: Descriptions, result: HarmonizeResu
             warnings.simplefilter("ignore", UserWarning)
             dataset = mlflow.data.from_pandas(frame, source=tracking.dataset_source(found.source),
                                               name="series-descriptions")
-            mlflow.log_input(dataset, context="inference")
+            tracking.log_input_once(dataset, context="inference")
         total = max(len(result.rows), 1)
         mlflow.log_metrics({
             "harmonize/n_descriptions": len(result.rows),

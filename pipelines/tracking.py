@@ -6,6 +6,7 @@ import logging
 import os
 import subprocess
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -232,7 +233,28 @@ def log_dataset_inputs(bundle: DataBundle, splits: dict[str, Split]) -> None:
                 warnings.simplefilter("ignore", UserWarning)
                 dataset = mlflow.data.from_pandas(subset, source=dataset_source(source),
                                                   name=f"{name}-{part}")
-            mlflow.log_input(dataset, context="training" if part == "train" else "evaluation")
+            log_input_once(dataset, context="training" if part == "train" else "evaluation")
+
+
+_DUPLICATE_ROW_MARKERS = ("UNIQUE constraint failed", "duplicate key value", "IntegrityError")
+
+
+def log_input_once(dataset, context: str, attempts: int = 3) -> None:
+    """mlflow.log_input, tolerating another run inserting the same dataset at the same moment.
+
+    The store looks a dataset up by (experiment, name, digest) and inserts it when missing; two
+    fine-tunes of one experiment starting together can both miss it, and the slower insert then
+    fails on the unique constraint (seen with mlflow 3.17 behind `mlflow server`). Retried, the
+    lookup finds the row the other run wrote.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            mlflow.log_input(dataset, context=context)
+            return
+        except Exception as exc:  # RestException, MlflowException or sqlalchemy's IntegrityError
+            if attempt == attempts or not any(m in str(exc) for m in _DUPLICATE_ROW_MARKERS):
+                raise
+            time.sleep(0.2 * attempt)
 
 
 @contextmanager
