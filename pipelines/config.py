@@ -93,6 +93,7 @@ class FinetuneConfig:
     decoding: str = "constrained"  # or "free" (see DECODINGS)
     max_seq_length: int = 768
     eval_batch_size: int = 16
+    packing: bool = True  # examples of a batch end to end in one row, no padding (see pipelines/packing.py)
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (4-7B presets)
     device: str = "auto"
     precision: str = "auto"

@@ -40,11 +40,12 @@ from pipelines.models import (
     resolve_model,
     resolve_precision,
 )
+from pipelines.packing import PackingCollator, packed_attention, training_collator
 from pipelines.resume import run_to_resume
 from pipelines.run_outputs import LOSS_CARRY, ResumableCheckpoint, RunOutputs, read_json, write_json_atomic
 from pipelines.run_signals import GracefulStop, TrainingInterrupted
 from pipelines.store_sync import RunSync, TrackingOutageError, upload_command
-from pipelines.training_data import EncodedDataset, ResponseOnlyCollator, encode_example
+from pipelines.training_data import EncodedDataset, encode_example
 
 log = logging.getLogger(__name__)
 
@@ -411,16 +412,19 @@ def _train_run(prepared: Prepared, model, tokenizer, targets: tuple[str, ...], s
     carry = read_json(checkpoint.path / LOSS_CARRY) if checkpoint and not checkpoint.at_epoch_end else None
     callback = CheckpointCallback(prepared, tokenizer, sync, outputs, result, on_checkpoint, stop, carry)
     callback.model = peft_model
+    collator = training_collator(peft_model, config.packing, tokenizer.pad_token_id)
     trainer = EpochSeededTrainer(
         model=peft_model,
         args=_training_arguments(config, prepared.device, prepared.precision, outputs.trainer_dir),
         train_dataset=dataset,
-        data_collator=ResponseOnlyCollator(tokenizer.pad_token_id),
+        data_collator=collator,
         callbacks=[callback],
     )
-    log.info("training %s on %d examples for %d epochs", config.model, len(dataset), config.epochs)
+    log.info("training %s on %d examples for %d epochs (%s batches)", config.model, len(dataset), config.epochs,
+             "packed" if isinstance(collator, PackingCollator) else "padded")
     start = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(checkpoint.path) if checkpoint else None)
+    with packed_attention(peft_model, collator):
+        trainer.train(resume_from_checkpoint=str(checkpoint.path) if checkpoint else None)
     seconds = time.perf_counter() - start - callback.eval_seconds
     if stop.requested:
         raise TrainingInterrupted(stop.signum)

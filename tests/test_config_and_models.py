@@ -84,6 +84,7 @@ def test_boolean_options_take_a_flag_or_true_false():
     assert parse_args(["--gradient-checkpointing", "TRUE"]).gradient_checkpointing is True
     with pytest.raises(SystemExit):
         parse_args(["--gradient-checkpointing", "maybe"])
+    assert parse_args([]).packing is True and parse_args(["--packing", "false"]).packing is False
 
 
 def test_decoding_is_validated():

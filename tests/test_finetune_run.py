@@ -94,7 +94,7 @@ def test_same_test_ids_across_runs_and_poisoning(finished_run, tiny_model_dir):
     result, root, client = finished_run
     config = FinetuneConfig(model=str(tiny_model_dir), data=DATA, tasks="labeling", epochs=1,
                             checkpoint_epochs=(1,), train_limit=4, eval_limit=2, poison_rate=0.5, max_new_tokens=24,
-                            study="layout", decoding="free", gradient_checkpointing=True)
+                            study="layout", decoding="free", gradient_checkpointing=True, packing=False)
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root / 'mlflow.db'}")
@@ -108,7 +108,9 @@ def test_same_test_ids_across_runs_and_poisoning(finished_run, tiny_model_dir):
     params = client.get_run(other.run_id).data.params
     assert params["poison_rate"] == "0.5" and params["poisoned_count"] == "2"
     assert params["decoding"] == "free" and params["gradient_checkpointing"] == "True"
+    assert params["packing"] == "False"  # padded batches: the other collator, in a real fine-tune
     assert client.get_run(result.run_id).data.params["decoding"] == "constrained"
+    assert client.get_run(result.run_id).data.params["packing"] == "True"
     # constrained decoding: every labeling and harmonization answer parses, even from a 2-layer model
     checkpoint = client.get_run(result.checkpoint_runs[1]).data.metrics
     assert checkpoint["labeling/parse_fail_rate"] == 0 and checkpoint["harmonization/parse_fail_rate"] == 0
