@@ -1,8 +1,8 @@
 """The benchmark: the reference method and ours, side by side, in one process on one model.
 
-Measured, in order: the embedded model's first and second load; training (ours: length-grouped
-batches, response-only loss; reference: random batches, whole-sequence loss), each from the
-same fresh LoRA, reporting useful (non-padding) tokens/s, padding and the final response loss;
+Measured, in order: the embedded model's first and second load; training (ours: packed batches
+without padding, response-only loss; reference: random padded batches, whole-sequence loss), each
+from the same fresh LoRA, reporting useful (non-padding) tokens/s, padding and the final response loss;
 evaluation of each task with the model we trained (reference: one example at a time, 5 beams
 plus sampling, 500 new tokens; ours: batched, constrained where the task has a shape, and
 batched free greedy for comparison); the machine's matrix-multiply peak, for MFU; peak memory.

@@ -8,6 +8,8 @@ import os
 import sys
 from typing import Any, get_type_hints
 
+from pipelines.config import ConfigError
+from pipelines.config import parse_bool as parse_bool_value
 from pipelines.offline import apply_offline_defaults
 
 SKIP_FIELDS = {"extra_tags"}
@@ -43,11 +45,10 @@ def add_config_arguments(parser: argparse.ArgumentParser, config_cls: type) -> N
 
 def parse_bool(text: str) -> bool:
     """'true'/'false' (also yes/no, 1/0, on/off; any case) -> bool; anything else is an argparse error."""
-    value = {"true": True, "yes": True, "1": True, "on": True,
-             "false": False, "no": False, "0": False, "off": False}.get(text.strip().lower())
-    if value is None:
-        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
-    return value
+    try:
+        return parse_bool_value(text, "option")
+    except ConfigError:
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}") from None
 
 
 def explicit_options(args: argparse.Namespace, config_cls: type) -> dict[str, Any]:

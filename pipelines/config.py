@@ -57,6 +57,19 @@ def check_finite_and_named(config: object) -> None:
         parse_data_spec(config.data)  # kinds, paths and option names; files are read later
 
 
+BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+
+
+def parse_bool(value: object, option: str) -> bool:
+    """A bool as is; true/false (also yes/no, on/off, 1/0; any case) as one; else ConfigError naming `option`."""
+    if isinstance(value, bool):
+        return value
+    parsed = BOOLEAN_WORDS.get(str(value).strip().lower())
+    if parsed is None:
+        raise ConfigError(f"--{option} must be true or false, got {value!r}")
+    return parsed
+
+
 def check_decoding(decoding: str) -> None:
     """Raise ConfigError unless `decoding` is one of DECODINGS."""
     if decoding not in DECODINGS:

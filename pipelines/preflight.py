@@ -1,4 +1,5 @@
-"""Checks on the output folder before a fine-tune creates its MLflow run: writable, and roomy enough.
+"""Checks before a fine-tune creates its MLflow run: LoRA targets that exist, an output folder
+that is writable and roomy enough.
 
 What a fine-tune writes under `<output_dir>/<run_id>/` (the base model is never written there):
 
@@ -86,6 +87,18 @@ def lora_parameter_count(model, targets: tuple[str, ...], r: int) -> int:
         if name.rsplit(".", 1)[-1] in targets and hasattr(module, "in_features"):
             total += r * (module.in_features + module.out_features)
     return total
+
+
+def check_lora_targets(model, targets: tuple[str, ...], model_name: str) -> None:
+    """ConfigError unless every LoRA target names a linear layer of `model` (last part of its name)."""
+    from pipelines.config import ConfigError
+
+    linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                     if hasattr(module, "in_features") and name})
+    missing = [t for t in targets if t not in linear]
+    if missing:
+        raise ConfigError(f"--lora-targets {','.join(missing)}: {model_name} has no linear layer of that name; "
+                          f"its linear layers are {', '.join(linear)}")
 
 
 def estimate(model, tokenizer_dir: Path, targets: tuple[str, ...], lora_r: int, checkpoints: int,

@@ -20,8 +20,8 @@ import sys
 
 import mlflow
 
-from pipelines.baselines.config import FALSE_WORDS, TRUE_WORDS, parse_bool
 from pipelines.cli import fail, setup_logging
+from pipelines.config import BOOLEAN_WORDS, parse_bool
 from pipelines.studies import (
     ClaimStore,
     default_claims_url,
@@ -81,7 +81,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
     for i, word in enumerate(words[:-1]):
-        if word in SWITCHES and words[i + 1].lower() not in (*TRUE_WORDS, *FALSE_WORDS):
+        if word in SWITCHES and words[i + 1].lower() not in BOOLEAN_WORDS:
             words[i] = f"{word}=true"
     return parser.parse_args(words)
 

@@ -23,7 +23,8 @@ import sys
 from pipelines.cli import fail, setup_logging
 from pipelines.search_space import DIRECTIONS, ObjectiveMetricMissing, load_space, parse_objective
 from pipelines.sweep_report import format_summary
-from pipelines.sweep_storage import DEFAULT_STORAGE, StorageOptions, redact
+from pipelines.redaction import redact_url
+from pipelines.sweep_storage import DEFAULT_STORAGE, StorageOptions
 from pipelines.sweeping import SweepOptions, run_sweep
 from pipelines.tracking import default_tracking_uri
 
@@ -104,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(exc)
     print(f"\nSweep worker finished: MLflow run {result.parent_run_id}")
     print(format_summary(result.summary))
-    storage = redact(options.storage.url)
+    storage = redact_url(options.storage.url)
     print(f"More workers: python -m pipelines.sweep --space {options.space_file} "
           f"--study-name {result.study_name} --storage '{storage}' --worker-index <n>")
     print(f"Open the results:  mlflow ui --backend-store-uri {default_tracking_uri()}   |   "

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import optuna
 from optuna.storages import BaseStorage, RetryHeartbeatStaleTrialCallback
@@ -66,17 +66,6 @@ def storage_kind(url: str) -> str:
     if scheme in ("redis", "rediss"):
         return "journal-redis"
     return "grpc" if scheme == "grpc" else "rdb"
-
-
-def redact(url: str) -> str:
-    """The URL without its password, for logs and MLflow params."""
-    if "://" not in url:
-        return url
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 @contextmanager

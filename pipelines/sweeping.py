@@ -33,12 +33,12 @@ from pipelines.config import FinetuneConfig
 from pipelines.samplers_and_pruners import build_pruner, build_sampler, describe
 from pipelines.search_space import Objective, SweepSpace, SweepSpaceError
 from pipelines.sweep_report import log_summary
+from pipelines.redaction import redact_url
 from pipelines.sweep_storage import (
     StaleTrialHandler,
     StorageOptions,
     fail_stale_trials,
     open_storage,
-    redact,
     sqlite_schema_lock,
     worker_attrs,
     worker_id,
@@ -231,7 +231,7 @@ def sweep_params(options: SweepOptions, objective: Objective) -> dict[str, Any]:
     if sampler.get("seed") is not None:
         sampler["seed"] = int(sampler["seed"]) + options.worker_index
     params: dict[str, Any] = {
-        "optuna_study": options.study_name, "storage": redact(options.storage.url),
+        "optuna_study": options.study_name, "storage": redact_url(options.storage.url),
         "space_file": options.space_file or "<memory>", "space_fingerprint": space.fingerprint(),
         "sampler": describe(sampler), "pruner": describe(space.pruner), "objective": objective.name,
         "objective_metrics": ",".join(objective.metrics), "objective_combine": objective.combine,
@@ -252,7 +252,7 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     study = open_study(options, handler)
     objective = options.space.resolved_objective()
     log.info("study %s on %s; other workers join with --study-name %s --storage %s",
-             options.study_name, redact(options.storage.url), options.study_name, redact(options.storage.url))
+             options.study_name, redact_url(options.storage.url), options.study_name, redact_url(options.storage.url))
 
     # -- the MLflow sweep run (several processes may create a new SQLite store at once)
     with sqlite_schema_lock(tracking.default_tracking_uri()):

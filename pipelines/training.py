@@ -19,7 +19,7 @@ import signal
 import time
 from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import mlflow
@@ -218,6 +218,11 @@ def write_predictions(evaluations: dict[str, TaskEvaluation], folder: Path) -> N
         tracking.write_jsonl(ev.predictions, folder / f"{name}.jsonl")
 
 
+# transformers renamed gradient_checkpointing to activation_checkpointing (the old name warns)
+CHECKPOINTING_ARGUMENT = next((f.name for f in fields(TrainingArguments) if f.name == "activation_checkpointing"),
+                              "gradient_checkpointing")
+
+
 def _training_arguments(cfg: FinetuneConfig, device: str, precision: str, out: Path) -> TrainingArguments:
     return TrainingArguments(
         output_dir=str(out),
@@ -234,11 +239,11 @@ def _training_arguments(cfg: FinetuneConfig, device: str, precision: str, out: P
         bf16=precision == "bf16",
         fp16=precision == "fp16",
         use_cpu=device == "cpu",
-        train_sampling_strategy="group_by_length",  # less padding per batch
+        train_sampling_strategy="group_by_length",  # padded batches: less padding; packed: longest first
         remove_unused_columns=False,
         dataloader_pin_memory=False,
         optim="adamw_torch_fused" if device.startswith("cuda") else "adamw_torch",  # one kernel per step
-        gradient_checkpointing=cfg.gradient_checkpointing,
+        **{CHECKPOINTING_ARGUMENT: cfg.gradient_checkpointing},
     )
 
 
@@ -280,6 +285,7 @@ def train(config: FinetuneConfig, on_checkpoint: CheckpointHook | None = None,
     set_seed(config.seed)
     model, tokenizer = load_model_and_tokenizer(prepared.model_ref.path, prepared.precision, prepared.device)
     targets = config.lora_targets or prepared.model_ref.lora_targets
+    preflight.check_lora_targets(model, targets, config.model)
     preflight.check_free_space(config.output_dir, preflight.estimate(
         model, prepared.model_ref.path, targets, config.lora_r, len(config.checkpoint_epochs),
         sum(len(v) for v in prepared.examples.test.values()), config.disk_reserve_mb))

@@ -25,6 +25,7 @@ def _runs(uri: str) -> list:
         (["--data", "nosuchsource"], "unknown data source"),
         (["--data", "synthetic?reports=abc"], "reports"),
         (["--device", "tpu"], "device"),
+        (["--lora-targets", "q_proj,nope_proj"], "nope_proj: "),  # checked on the loaded model
     ],
 )
 def test_rejected_before_any_run(argv, message, tracking_store, tiny_model_dir, capsys):

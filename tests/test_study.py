@@ -217,6 +217,19 @@ def test_plan_command_prints_the_matrix_and_flags_remote_baselines(store, capsys
     assert "opt-350m-multitask-poison0.25" in out and "100 ep @ 2,5,20,100, bs 4, lr 0.0008" in out
 
 
+def test_plan_never_prints_a_password_given_in_the_endpoint_url(store, tmp_path, capsys):
+    from pipelines.study import main
+
+    path = write_study(tmp_path, {
+        "name": "secret-url",
+        "baseline": {"backend": "openai", "model": "gpt-4o",
+                     "base_url": "https://team:s3cret-pass@llm.example.org/v1"},
+        "runs": [{"name": "gpt-zero-shot", "kind": "baseline", "prompting": "zero-shot"}]})
+    assert main([str(path), "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "https://team:***@llm.example.org/v1" in out and "s3cret-pass" not in out
+
+
 def test_post_steps_call_the_analysis_with_the_baselines_and_skip_what_is_missing(tmp_path, monkeypatch):
     study = load_study(fake_study(tmp_path, 1))
     calls = []

@@ -16,13 +16,13 @@ from pipelines.registry import UnknownNameError
 from pipelines.samplers_and_pruners import build_pruner, build_sampler
 from pipelines.search_space import Objective, ObjectiveMetricMissing, SweepSpaceError, load_space, parse_space
 from pipelines.sweep_report import rerun_command, write_figures
+from pipelines.redaction import redact_url
 from pipelines.sweep_storage import (
     StaleTrialHandler,
     StorageOptions,
     fail_stale_trials,
     open_storage,
     process_alive,
-    redact,
     storage_kind,
 )
 from pipelines.sweeping import SweepOptions, open_study
@@ -165,8 +165,8 @@ def test_storage_urls_and_redaction():
     assert storage_kind("sqlite:///x.db") == "rdb"
     assert storage_kind("redis://cache:6379") == "journal-redis"
     assert storage_kind("grpc://proxy:13000") == "grpc"
-    assert redact("postgresql://optuna:s3cret@db:5432/optuna") == "postgresql://optuna:***@db:5432/optuna"
-    assert redact("postgresql://optuna@db/optuna") == "postgresql://optuna@db/optuna"
+    assert redact_url("postgresql://optuna:s3cret@db:5432/optuna") == "postgresql://optuna:***@db:5432/optuna"
+    assert redact_url("postgresql://optuna@db/optuna") == "postgresql://optuna@db/optuna"
     with pytest.raises(ValueError, match="below --grace-period"):
         StorageOptions(heartbeat_interval=10, grace_period=10)
 

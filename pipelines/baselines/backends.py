@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import requests
 
 from pipelines.baselines.cache import ResponseCache, cache_key
-from pipelines.baselines.privacy import redact_secret, redact_url
+from pipelines.redaction import redact_secret, redact_url
 from pipelines.registry import Registry
 
 if TYPE_CHECKING:

@@ -4,21 +4,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from pipelines.config import PRECISIONS, ConfigError, check_finite_and_named, flat_params
+from pipelines.config import PRECISIONS, ConfigError, check_finite_and_named, flat_params, parse_bool
 from pipelines.tasks import task_tuple
 
 PROMPTING_MODES = ("zero-shot", "prompt-engineered")
-TRUE_WORDS, FALSE_WORDS = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
-
-
-def parse_bool(value: object, option: str) -> bool:
-    """true/false/yes/no/1/0 (any case) as a bool; errors name the option."""
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in TRUE_WORDS or text in FALSE_WORDS:
-        return text in TRUE_WORDS
-    raise ConfigError(f"--{option} must be true or false, got {value!r}")
 
 
 @dataclass

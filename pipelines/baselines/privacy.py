@@ -12,7 +12,7 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
-from urllib.parse import urlparse, urlsplit, urlunsplit
+from urllib.parse import urlparse
 
 log = logging.getLogger(__name__)
 
@@ -74,19 +74,6 @@ def inspect_endpoint(url: str, resolver: Resolver = resolve_host) -> Endpoint:
         addresses = resolver(host)
     local = bool(addresses) and all(is_local_address(a) for a in addresses)
     return Endpoint(url, host, local, tuple(addresses))
-
-
-def redact_url(url: str) -> str:
-    """`url` with the password of a ``user:password@`` part replaced by ***, for params and messages."""
-    parts = urlsplit(url)
-    if not parts.password:
-        return url
-    return urlunsplit(parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@", 1)))
-
-
-def redact_secret(text: str, secret: str) -> str:
-    """`text` with every occurrence of `secret` (an API key) replaced by ***; servers echo keys back."""
-    return text.replace(secret, "***") if secret else text
 
 
 def check_endpoint(url: str, allow_remote: bool, resolver: Resolver = resolve_host) -> Endpoint:

@@ -16,7 +16,8 @@ from pipelines import tracking
 from pipelines.baselines.backends import Backend, ChatRequest, Completion, complete_cached, create_backend
 from pipelines.baselines.cache import ResponseCache
 from pipelines.baselines.config import BaselineConfig
-from pipelines.baselines.privacy import Endpoint, check_endpoint, redact_url
+from pipelines.baselines.privacy import Endpoint, check_endpoint
+from pipelines.redaction import redact_url
 from pipelines.baselines.prompts import PromptTemplate, load_templates
 from pipelines.data.sources import load_data
 from pipelines.data.split import manifest, split_bundle

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 from pipelines.baselines.config import BaselineConfig
 from pipelines.studies.claims import Claim, ClaimStore
 from pipelines.studies.spec import Study, StudyRun
+from pipelines.redaction import redact_url
 from pipelines.tasks import get_task
 
 CHARS_PER_TOKEN = 4
@@ -166,7 +167,7 @@ def _describe(run: StudyRun) -> str:
     cfg = run.config
     tasks = "all" if len(cfg.tasks) == 3 else ",".join(cfg.tasks)
     if isinstance(cfg, BaselineConfig):
-        remote = f" {cfg.base_url}{_remote_note(cfg)}" if cfg.backend == "openai" else ""
+        remote = f" {redact_url(cfg.base_url)}{_remote_note(cfg)}" if cfg.backend == "openai" else ""
         return f"{cfg.model} {cfg.prompting} via {cfg.backend}{remote}; tasks {tasks}"
     poison = f" poison {cfg.poison_rate:g}" if cfg.poison_rate else ""
     checkpoints = ",".join(map(str, cfg.checkpoint_epochs))
