@@ -17,6 +17,7 @@ import resource
 import shutil
 import signal
 import time
+import warnings
 from collections.abc import Callable
 from contextlib import ExitStack, nullcontext
 from dataclasses import dataclass, field, fields
@@ -103,7 +104,10 @@ def build_lora_model(model, config: FinetuneConfig, targets: tuple[str, ...]):
 
     lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
                       target_modules=list(targets), task_type="CAUSAL_LM")
-    return get_peft_model(model, lora)
+    with warnings.catch_warnings():
+        # peft 0.21 reads transformers' renamed is_gradient_checkpointing: a FutureWarning per fine-tune
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, lora)
 
 
 def default_run_name(config: FinetuneConfig) -> str:
