@@ -57,7 +57,8 @@ def check_finite_and_named(config: object) -> None:
         parse_data_spec(config.data)  # kinds, paths and option names; files are read later
 
 
-BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+BOOLEAN_WORDS = {"true": True, "yes": True, "on": True, "1": True,
+                 "false": False, "no": False, "off": False, "0": False}
 
 
 def parse_bool(value: object, option: str) -> bool:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from pipelines.padding import pad_rows
 from pipelines.tasks.base import ScoredCandidates, SlotChoices
 from pipelines.training_data import encode_prompt, fit_prompt
 
@@ -120,12 +121,7 @@ class IncrementalBatch:
 
     def start(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
         """Left-padded prompts in; the next-token logits of each row out."""
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, row in enumerate(rows):
-            ids[i, width - len(row):] = torch.tensor(row)
-            mask[i, width - len(row):] = 1
+        ids, mask = pad_rows(rows, self.pad, side="left")
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                          position_ids=positions.to(self.device), use_cache=True, logits_to_keep=1)
@@ -146,12 +142,8 @@ class IncrementalBatch:
 
     def feed_all(self, chunks: Sequence[Sequence[int]]) -> torch.Tensor:
         """One chunk per row in; the logits after every chunk position, (rows, longest chunk, vocab)."""
-        width = max(len(c) for c in chunks)
-        ids = torch.full((len(chunks), width), self.pad, dtype=torch.long)
-        mask = torch.zeros((len(chunks), width), dtype=torch.long)
-        for i, chunk in enumerate(chunks):
-            ids[i, : len(chunk)] = torch.tensor(chunk)
-            mask[i, : len(chunk)] = 1
+        ids, mask = pad_rows(chunks, self.pad, side="right")
+        width = ids.shape[1]
         positions = self.lengths[:, None] + torch.arange(width)[None, :]
         self.mask = torch.cat([self.mask, mask.to(self.device)], dim=1)
         out = self.model(input_ids=ids.to(self.device), attention_mask=self.mask,

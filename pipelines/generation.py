@@ -8,6 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipelines.constrained import decode_constrained
+from pipelines.padding import pad_rows
 from pipelines.tasks.base import Task
 from pipelines.training_data import encode_prompt, fit_prompt
 
@@ -40,13 +41,8 @@ def generate(
     with tqdm(total=len(prompts), desc=desc, unit="ex", leave=False) as bar:
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            width = max(len(encoded[i]) for i in rows)
-            ids = torch.full((len(rows), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(rows), width), dtype=torch.long)
-            for r, i in enumerate(rows):
-                n = len(encoded[i])
-                ids[r, width - n :] = torch.tensor(encoded[i])
-                mask[r, width - n :] = 1
+            ids, mask = pad_rows([encoded[i] for i in rows], pad, side="left")
+            width = ids.shape[1]
             out = model.generate(
                 input_ids=ids.to(device),
                 attention_mask=mask.to(device),

@@ -51,7 +51,7 @@ def packed_sdpa_attention(module: torch.nn.Module, query: torch.Tensor, key: tor
         torch.nn.functional.scaled_dot_product_attention(
             query[:, :, start:end], key[:, :, start:end], value[:, :, start:end], is_causal=True,
             dropout_p=dropout, scale=scaling, enable_gqa=grouped)
-        for start, end in zip(edges[:-1], edges[1:])
+        for start, end in zip(edges[:-1], edges[1:], strict=True)
     ]
     return torch.cat(spans, dim=2).transpose(1, 2).contiguous(), None
 
@@ -107,7 +107,7 @@ class PackingCollator:
             positions += range(n)
             edges.append(edges[-1] + n)
         cumulative = torch.tensor(edges, dtype=torch.int32)
-        longest = max(b - a for a, b in zip(edges[:-1], edges[1:]))
+        longest = max(b - a for a, b in zip(edges[:-1], edges[1:], strict=True))
         return {
             "input_ids": torch.tensor([input_ids]),
             "labels": torch.tensor([labels]),

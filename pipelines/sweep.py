@@ -21,9 +21,9 @@ import argparse
 import sys
 
 from pipelines.cli import fail, setup_logging
+from pipelines.redaction import redact_url
 from pipelines.search_space import DIRECTIONS, ObjectiveMetricMissing, load_space, parse_objective
 from pipelines.sweep_report import format_summary
-from pipelines.redaction import redact_url
 from pipelines.sweep_storage import DEFAULT_STORAGE, StorageOptions
 from pipelines.sweeping import SweepOptions, run_sweep
 from pipelines.tracking import default_tracking_uri

@@ -30,10 +30,10 @@ from optuna.trial import FrozenTrial
 
 from pipelines import tracking
 from pipelines.config import FinetuneConfig
+from pipelines.redaction import redact_url
 from pipelines.samplers_and_pruners import build_pruner, build_sampler, describe
 from pipelines.search_space import Objective, SweepSpace, SweepSpaceError
 from pipelines.sweep_report import log_summary
-from pipelines.redaction import redact_url
 from pipelines.sweep_storage import (
     StaleTrialHandler,
     StorageOptions,

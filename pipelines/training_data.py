@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import torch
 
+from pipelines.padding import pad_rows
 from pipelines.tasks.base import Example
 
 IGNORE_INDEX = -100  # label value the cross-entropy loss skips
@@ -63,13 +64,6 @@ class ResponseOnlyCollator:
     pad_token_id: int
 
     def __call__(self, batch: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
-        width = max(len(item["input_ids"]) for item in batch)
-        input_ids = torch.full((len(batch), width), self.pad_token_id, dtype=torch.long)
-        labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, item in enumerate(batch):
-            n = len(item["input_ids"])
-            input_ids[row, :n] = torch.tensor(item["input_ids"])
-            labels[row, :n] = torch.tensor(item["labels"])
-            attention[row, :n] = 1
+        input_ids, attention = pad_rows([item["input_ids"] for item in batch], self.pad_token_id)
+        labels, _ = pad_rows([item["labels"] for item in batch], IGNORE_INDEX)
         return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}

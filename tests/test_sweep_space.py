@@ -12,11 +12,11 @@ import pytest
 from optuna.trial import TrialState
 
 from pipelines import finetune, sweep
+from pipelines.redaction import redact_url
 from pipelines.registry import UnknownNameError
 from pipelines.samplers_and_pruners import build_pruner, build_sampler
 from pipelines.search_space import Objective, ObjectiveMetricMissing, SweepSpaceError, load_space, parse_space
 from pipelines.sweep_report import rerun_command, write_figures
-from pipelines.redaction import redact_url
 from pipelines.sweep_storage import (
     StaleTrialHandler,
     StorageOptions,

@@ -17,12 +17,12 @@ from pipelines.baselines.backends import Backend, ChatRequest, Completion, compl
 from pipelines.baselines.cache import ResponseCache
 from pipelines.baselines.config import BaselineConfig
 from pipelines.baselines.privacy import Endpoint, check_endpoint
-from pipelines.redaction import redact_url
 from pipelines.baselines.prompts import PromptTemplate, load_templates
 from pipelines.data.sources import load_data
 from pipelines.data.split import manifest, split_bundle
 from pipelines.evaluation import TaskEvaluation, input_text, merged_metrics, score_outputs
 from pipelines.examples import build_test_examples
+from pipelines.redaction import redact_url
 from pipelines.tasks import get_task
 from pipelines.tasks.base import Example
 

@@ -16,9 +16,9 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from pipelines.baselines.config import BaselineConfig
+from pipelines.redaction import redact_url
 from pipelines.studies.claims import Claim, ClaimStore
 from pipelines.studies.spec import Study, StudyRun
-from pipelines.redaction import redact_url
 from pipelines.tasks import get_task
 
 CHARS_PER_TOKEN = 4
