@@ -54,7 +54,7 @@ def _loss_and_grads(model, batch) -> tuple[float, dict[str, torch.Tensor]]:
     loss = model(**batch).loss
     loss.backward()
     grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
-    return float(loss), grads
+    return float(loss.detach()), grads
 
 
 def test_collator_lays_examples_end_to_end():
