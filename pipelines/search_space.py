@@ -152,6 +152,12 @@ class SweepSpace:
         space.validate()
         return space
 
+    def data_specs(self) -> list[str]:
+        """Every data spec a trial can train on (the fixed one, or each choice when data is searched)."""
+        first = {name: spec.first() for name, spec in self.params.items()}
+        choices = self.params["data"].candidates() if "data" in self.params else [first.get("data")]
+        return sorted({self.trial_config({**first, "data": c} if c is not None else first).data for c in choices})
+
     def resolved_objective(self) -> Objective:
         """The objective with `headline` expanded for the trained tasks."""
         return resolve_objective(self.objective, self.tasks())

@@ -30,6 +30,7 @@ from optuna.trial import FrozenTrial
 
 from pipelines import tracking
 from pipelines.config import FinetuneConfig
+from pipelines.data.sources import load_data
 from pipelines.redaction import redact_url
 from pipelines.samplers_and_pruners import build_pruner, build_sampler, describe
 from pipelines.search_space import Objective, SweepSpace, SweepSpaceError
@@ -247,6 +248,10 @@ def sweep_params(options: SweepOptions, objective: Objective) -> dict[str, Any]:
 
 def run_sweep(options: SweepOptions) -> SweepResult:
     """Run (or join) the study for this worker's budget, tracked under one MLflow sweep run."""
+    # -- the trials' data, loaded once: a missing or damaged file fails before the study and run exist
+    for spec in options.space.data_specs():
+        load_data(spec)
+
     # -- study: create or join; trials of dead workers are failed and re-queued
     handler = StaleTrialHandler(options.storage.max_retry)
     study = open_study(options, handler)

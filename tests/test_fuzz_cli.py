@@ -272,9 +272,8 @@ SWEEP_ERRORS = st.one_of(
                      ("lora_dropout=1.5", "lora-dropout")]).map(lambda c: (["--set", c[0]], (c[1],))),
     # an empty --tasks/--data leaves the sweep file's value (MLproject defaults), so "" is valid here
     option_errors("--tasks", BAD_TASKS.filter(bool), "task"),
-    # Not LOAD_ERRORS: the sweep reads the data in each trial, so a missing file is found after the
-    # sweep run and the first trial's run exist (every trial then fails the same way).
-    option_errors("--data", SPEC_ERRORS.filter(bool), DATA_NAMES),
+    # the sweep loads the trials' data once before it opens the study: missing files included
+    option_errors("--data", BAD_DATA.filter(bool), DATA_NAMES),
     option_errors("--train-limit", below(0), "train_limit"),
 )
 

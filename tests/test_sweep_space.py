@@ -246,3 +246,9 @@ def test_command_line_overrides_the_sweep_file(tmp_path):
     assert options.n_trials == 3 and options.timeout is None and options.study_tag == "s"
     assert options.storage.heartbeat_interval == 5 and options.storage.grace_period == 20
     assert sweep.main(["--space", str(tmp_path / "s.yaml"), "--set", "eval_split=test"]) == 2
+
+
+def test_data_specs_lists_the_fixed_data_or_each_searched_choice():
+    assert space_with(fixed__data="synthetic?reports=40").data_specs() == ["synthetic?reports=40"]
+    searched = space_with(params__data={"type": "categorical", "choices": ["synthetic?seed=1", "synthetic?seed=2"]})
+    assert searched.data_specs() == ["synthetic?seed=1", "synthetic?seed=2"]
