@@ -100,3 +100,19 @@ def store(migrated_db, tracking_store, tmp_path) -> str:
     """conftest's tracking_store, starting from a copy of the migrated empty database."""
     shutil.copy(migrated_db, tmp_path / "mlflow.db")
     return tracking_store
+
+
+@pytest.fixture
+def chat_server():
+    """Start local chat-completions servers (tests/chat_server.py) with a script each; closed after."""
+    from chat_server import ChatServer
+
+    servers: list[ChatServer] = []
+
+    def start(script) -> ChatServer:
+        servers.append(ChatServer(script))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.close()

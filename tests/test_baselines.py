@@ -4,11 +4,10 @@ chat model on the tiny test model."""
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import mlflow
 import pytest
+from chat_server import reply
 
 from pipelines.baselines import BaselineConfig, run_baseline
 from pipelines.baselines.backends import (
@@ -27,64 +26,8 @@ from pipelines.tasks import get_task, task_names
 SMALL_DATA = "synthetic?reports=12&series=20"
 
 
-# ---------------------------------------------------------------- a chat-completions server
-
-
-class ChatServer:
-    """A local /v1/chat/completions server; `script(n, body)` -> (status, headers, text) for request n."""
-
-    def __init__(self, script) -> None:
-        self.script, self.bodies, self.lock = script, [], threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's naming)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with server.lock:
-                    server.bodies.append(body)
-                    n = len(server.bodies)
-                status, headers, text = server.script(n, body) if self.path == "/v1/chat/completions" \
-                    else (404, {}, "no such path")
-                payload = text.encode()
-                self.send_response(status)
-                for key, value in headers.items():
-                    self.send_header(key, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def reply(content) -> tuple[int, dict, str]:
-    return 200, {}, json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}],
-                                "usage": {"prompt_tokens": 7, "completion_tokens": 3}})
-
-
 def user_text(body: dict) -> str:
     return body["messages"][-1]["content"]
-
-
-@pytest.fixture
-def chat_server():
-    servers = []
-
-    def start(script):
-        servers.append(ChatServer(script))
-        return servers[-1]
-
-    yield start
-    for s in servers:
-        s.close()
 
 
 # ---------------------------------------------------------------- prompt templates
@@ -189,7 +132,7 @@ def test_cli_allow_remote_is_a_flag_and_a_value():
 
 
 def test_client_retries_a_429_honoring_retry_after_and_reads_malformed_replies_as_empty(chat_server):
-    def script(n, body):
+    def script(n, body, headers):
         if n == 1:
             return 429, {"Retry-After": "0"}, '{"error": "rate limited"}'
         text = user_text(body)
@@ -212,7 +155,7 @@ def test_client_retries_a_429_honoring_retry_after_and_reads_malformed_replies_a
 
 
 def test_client_gives_up_after_max_retries_and_stops_on_a_rejected_key(chat_server):
-    server = chat_server(lambda n, body: (503, {}, "overloaded") if user_text(body) == "busy"
+    server = chat_server(lambda n, body, headers: (503, {}, "overloaded") if user_text(body) == "busy"
                          else (401, {}, '{"error": "bad key"}'))
     client = OpenAIChatBackend(server.url, "m", max_retries=2, backoff_s=0.001)
     [result] = client.complete([ChatRequest(({"role": "user", "content": "busy"},), 4)])
@@ -224,7 +167,7 @@ def test_client_gives_up_after_max_retries_and_stops_on_a_rejected_key(chat_serv
 def test_client_retries_a_timeout(chat_server):
     import time
 
-    def script(n, body):
+    def script(n, body, headers):
         if n == 1:
             time.sleep(0.6)  # longer than the client's timeout
         return reply("late but fine")
@@ -242,7 +185,7 @@ def test_retry_after_accepts_seconds_and_http_dates():
 
 
 def test_openai_baseline_scores_logs_and_caches(store, chat_server, tmp_path):
-    def script(n, body):
+    def script(n, body, headers):
         if n == 1:
             return 429, {"Retry-After": "0"}, "slow down"
         if n == 3:

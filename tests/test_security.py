@@ -19,14 +19,13 @@ import subprocess
 import sys
 import tarfile
 import textwrap
-import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import mlflow
 import pytest
+from chat_server import reply
 
 from pipelines.baselines import BaselineConfig, run_baseline
 from pipelines.baselines.privacy import RemoteEndpointRefused
@@ -209,59 +208,6 @@ def test_a_fine_tune_makes_no_external_connection(guarded_finetune) -> None:
 
 # ---------------------------------------------------------------- the baseline's privacy guard
 
-
-class RecordingChatServer:
-    """A local /v1/chat/completions server that records each request's headers and body;
-    `script(n, body, headers)` -> (status, text)."""
-
-    def __init__(self, script) -> None:
-        self.requests: list[tuple[dict, dict]] = []
-        self.lock = threading.Lock()
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server's naming)
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                headers = dict(self.headers)
-                with server.lock:
-                    server.requests.append((headers, body))
-                    n = len(server.requests)
-                status, text = script(n, body, headers)
-                payload = text.encode()
-                self.send_response(status)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
-def answer(content: str) -> tuple[int, str]:
-    return 200, json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]})
-
-
-@pytest.fixture
-def chat_server():
-    servers: list[RecordingChatServer] = []
-
-    def start(script) -> RecordingChatServer:
-        servers.append(RecordingChatServer(script))
-        return servers[-1]
-
-    yield start
-    for server in servers:
-        server.close()
-
-
 PUBLIC_TEST_ADDRESS = "203.0.113.7"  # TEST-NET-3: public by the privacy guard's rules, never routed
 
 
@@ -270,7 +216,7 @@ def test_a_remote_endpoint_gets_nothing_without_allow_remote(allow_remote, guard
     """The endpoint's address is public, so the privacy guard needs --allow-remote; the socket guard
     sends what would go there to a local recording server instead. Without the flag: refused before
     any connection, nothing received. With it (the control): the report text arrives."""
-    server = chat_server(lambda n, body, headers: answer("T1"))
+    server = chat_server(lambda n, body, headers: reply("T1"))
     guard.redirect[PUBLIC_TEST_ADDRESS] = server.port
     config = BaselineConfig(backend="openai", base_url=f"http://{PUBLIC_TEST_ADDRESS}:{server.port}/v1",
                             model="remote-llm", tasks="harmonization", data=SMALL_DATA, eval_limit=2,
@@ -337,8 +283,8 @@ def test_no_api_key_or_url_password_in_the_store_the_logs_or_the_output(chat_ser
 
     def script(n, body, headers):
         if n == 2:
-            return 400, json.dumps({"error": f"bad request from {headers.get('Authorization')}"})
-        return answer(json.dumps({body["messages"][-1]["content"].split("\n\n", 1)[1]: "T1"}))
+            return 400, {}, json.dumps({"error": f"bad request from {headers.get('Authorization')}"})
+        return reply(json.dumps({body["messages"][-1]["content"].split("\n\n", 1)[1]: "T1"}))
 
     server = chat_server(script)
     caplog.set_level("DEBUG")
@@ -370,7 +316,7 @@ def test_a_rejected_key_is_not_repeated_in_the_error(chat_server, store, monkeyp
 
     key = f"sk-test-{uuid.uuid4().hex}"
     monkeypatch.setenv("LAB_TEST_API_KEY", key)
-    server = chat_server(lambda n, body, headers: (401, json.dumps(
+    server = chat_server(lambda n, body, headers: (401, {}, json.dumps(
         {"error": {"message": f"Incorrect API key provided: {headers.get('Authorization', '')[7:]}"}})))
     caplog.set_level("DEBUG")
     assert baseline.main(baseline_argv(server.port)) == 2
