@@ -60,10 +60,14 @@ AttentionInterface.register(PACKED_ATTENTION, packed_sdpa_attention)
 AttentionMaskInterface.register(PACKED_ATTENTION, sdpa_mask)
 
 
+def _base_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The transformers model under a peft wrapper (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def supports_packing(model: torch.nn.Module) -> bool:
     """Whether the model routes attention through transformers' attention interface."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return bool(getattr(base, "_supports_attention_backend", False))
+    return bool(getattr(_base_model(model), "_supports_attention_backend", False))
 
 
 def training_collator(model: torch.nn.Module, packing: bool, pad_token_id: int):
@@ -82,7 +86,7 @@ def packed_attention(model: torch.nn.Module, collator) -> Iterator[None]:
     if not isinstance(collator, PackingCollator):
         yield
         return
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base = _base_model(model)
     previous = base.config._attn_implementation
     base.set_attn_implementation(PACKED_ATTENTION)
     try:

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 MB = 1024 * 1024
 PREDICTION_BYTES = 8 * 1024
@@ -80,21 +82,24 @@ def check_writable(output_dir: str | Path) -> Path:
     return folder
 
 
+def _linear_layers(model) -> Iterator[tuple[str, Any]]:
+    """(last part of the name, module) of each linear layer: what a LoRA target names."""
+    for name, module in model.named_modules():
+        if name and hasattr(module, "in_features"):
+            yield name.rsplit(".", 1)[-1], module
+
+
 def lora_parameter_count(model, targets: tuple[str, ...], r: int) -> int:
     """Trainable LoRA parameters: r x (in + out) for each linear layer named in `targets`."""
-    total = 0
-    for name, module in model.named_modules():
-        if name.rsplit(".", 1)[-1] in targets and hasattr(module, "in_features"):
-            total += r * (module.in_features + module.out_features)
-    return total
+    return sum(r * (module.in_features + module.out_features)
+               for name, module in _linear_layers(model) if name in targets)
 
 
 def check_lora_targets(model, targets: tuple[str, ...], model_name: str) -> None:
     """ConfigError unless every LoRA target names a linear layer of `model` (last part of its name)."""
     from pipelines.config import ConfigError
 
-    linear = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                     if hasattr(module, "in_features") and name})
+    linear = sorted({name for name, _ in _linear_layers(model)})
     missing = [t for t in targets if t not in linear]
     if missing:
         raise ConfigError(f"--lora-targets {','.join(missing)}: {model_name} has no linear layer of that name; "

@@ -155,8 +155,8 @@ class SweepSpace:
     def data_specs(self) -> list[str]:
         """Every data spec a trial can train on (the fixed one, or each choice when data is searched)."""
         first = {name: spec.first() for name, spec in self.params.items()}
-        choices = self.params["data"].candidates() if "data" in self.params else [first.get("data")]
-        return sorted({self.trial_config({**first, "data": c} if c is not None else first).data for c in choices})
+        trials = [{**first, "data": c} for c in self.params["data"].candidates()] if "data" in self.params else [first]
+        return sorted({self.trial_config(values).data for values in trials})
 
     def resolved_objective(self) -> Objective:
         """The objective with `headline` expanded for the trained tasks."""

@@ -223,8 +223,8 @@ def write_predictions(evaluations: dict[str, TaskEvaluation], folder: Path) -> N
 
 
 # transformers renamed gradient_checkpointing to activation_checkpointing (the old name warns)
-CHECKPOINTING_ARGUMENT = next((f.name for f in fields(TrainingArguments) if f.name == "activation_checkpointing"),
-                              "gradient_checkpointing")
+CHECKPOINTING_ARGUMENT = ("activation_checkpointing" if "activation_checkpointing" in
+                          {f.name for f in fields(TrainingArguments)} else "gradient_checkpointing")
 
 
 def _training_arguments(cfg: FinetuneConfig, device: str, precision: str, out: Path) -> TrainingArguments:
