@@ -21,6 +21,7 @@ from analysis.tasks.base import Records, Rows, Tables
 
 HEADLINE_METRICS: tuple[str, ...] = (
     "labeling/f1_macro",
+    "labeling/f1_macro_supported",
     "harmonization/accuracy",
     "impression/bleu",
     "impression/rougeL",

@@ -30,7 +30,7 @@ from analysis.runs import (
     resolve_reference,
     select_runs,
 )
-from analysis.stats import CORRECTIONS, DEFAULT_ALPHA
+from analysis.stats import CORRECTIONS, DEFAULT_ALPHA, BootstrapSpec
 from analysis.tasks import TASK_ANALYSES, CompareOptions
 from analysis.tasks.base import Rows
 
@@ -47,6 +47,7 @@ class AnalysisConfig:
     include: tuple[str, ...] = ()  # run ids added to the selection (e.g. baselines without an epoch)
     trajectory: bool = True
     poisoning: bool = True
+    bootstrap: BootstrapSpec = field(default_factory=BootstrapSpec)  # intervals and paired macro-F1 tests
 
     def __post_init__(self) -> None:
         if not 0 < self.alpha < 1:
@@ -65,6 +66,8 @@ class AnalysisConfig:
             "correction": self.correction,
             "alpha": str(self.alpha),
             "include": ",".join(self.include) or "(none)",
+            "bootstrap_resamples": str(self.bootstrap.resamples),
+            "bootstrap_seed": str(self.bootstrap.seed),
         }
 
 
@@ -98,7 +101,7 @@ class AnalysisResult:
 def run_analysis(config: AnalysisConfig, client: MlflowClient | None = None) -> AnalysisResult:
     """Select, fetch, summarize, compare with the reference, and add the ablations."""
     client = client or MlflowClient()
-    options = CompareOptions(config.alpha, config.correction)
+    options = CompareOptions(config.alpha, config.correction, config.bootstrap)
     tables: dict[str, Rows] = defaultdict(list)
     notes: list[str] = []
 
@@ -111,7 +114,7 @@ def run_analysis(config: AnalysisConfig, client: MlflowClient | None = None) -> 
             f"no runs match {config.selection.filter_string()!r} in experiment "
             f"{config.selection.experiment or '(all)'}; param values must be written exactly as logged"
         )
-    reference = resolve_reference(runs, config.reference, client)
+    reference = resolve_reference(runs, config.reference, client, notes)
     analyzed = runs if reference in runs else [reference, *runs]
     store = PredictionStore(config.cache_dir, client)
     store.locate(analyzed)
@@ -119,6 +122,7 @@ def run_analysis(config: AnalysisConfig, client: MlflowClient | None = None) -> 
 
     # -- per-run summaries
     summaries: dict[tuple[str, str], dict[str, Any]] = {}
+    mismatches: dict[str, list[tuple[str, float, float]]] = defaultdict(list)  # metric -> (run, logged, ours)
     for task in ALL_TASKS:
         analysis = TASK_ANALYSES.get(task)
         for run in analyzed:
@@ -126,9 +130,12 @@ def run_analysis(config: AnalysisConfig, client: MlflowClient | None = None) -> 
             if records is None:
                 continue
             columns = {**run.describe(), "is_reference": run is reference}
-            for name, rows in analysis.summarize(records, config.alpha).items():
+            for name, rows in analysis.summarize(records, config.alpha, config.bootstrap).items():
                 tables[name] += [{**columns, **row} for row in rows]
             summaries[(run.run_id, task)] = tables[f"{task}_summary"][-1]
+            for metric, mismatch in logged_mismatches(run, task, summaries[(run.run_id, task)]).items():
+                mismatches[metric].append(mismatch)
+    notes += [mismatch_note(metric, found) for metric, found in mismatches.items()]
 
     # -- comparisons with the reference (paired by example id)
     for task in ALL_TASKS:
@@ -164,6 +171,37 @@ def run_analysis(config: AnalysisConfig, client: MlflowClient | None = None) -> 
             frames["trajectory"] = trajectory_wide(long_rows)
 
     return AnalysisResult(config, analyzed, reference, frames, headline_metrics(frames, reference), notes)
+
+
+# Recomputed and logged values of one metric may differ by float rounding, never by more.
+LOGGED_TOLERANCE = 1e-6
+
+
+def logged_mismatches(run: RunInfo, task: str, summary: dict[str, Any]) -> dict[str, tuple[str, float, float]]:
+    """``<task>/<column>`` -> (run id, logged, recomputed) for each summary column that the run also
+    logged with another value.
+
+    Every metric has one definition (pipelines.tasks.metrics), so a mismatch means the run was
+    scored by older code or its predictions do not belong to its metrics.
+    """
+    found = {}
+    for column, value in summary.items():
+        logged = run.metrics.get(f"{task}/{column}")
+        if logged is None or not isinstance(value, int | float) or isinstance(value, bool):
+            continue
+        both_nan = math.isnan(logged) and math.isnan(value)
+        if not both_nan and not abs(logged - value) <= LOGGED_TOLERANCE:
+            found[f"{task}/{column}"] = (run.run_id, float(logged), float(value))
+    return found
+
+
+def mismatch_note(metric: str, found: list[tuple[str, float, float]]) -> str:
+    """One line for every run whose logged `metric` differs from the recomputed one."""
+    run_id, logged, value = found[0]
+    return (
+        f"{len(found)} run(s) logged {metric} unlike its recomputation from their predictions (e.g. run "
+        f"{run_id}: logged {logged:.6g}, recomputed {value:.6g}); the tables show the recomputed values"
+    )
 
 
 def headline_metrics(frames: dict[str, pd.DataFrame], reference: RunInfo) -> dict[str, float]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -49,8 +50,13 @@ def log_analysis_run(
 ) -> str:
     """Log the folder's files as artifacts, with metrics, params and tags role=analysis / analysis=<kind>.
 
-    Inside ``mlflow run`` (MLFLOW_RUN_ID set) the project's own run is used, whatever experiment_id says.
+    Inside ``mlflow run`` (MLFLOW_RUN_ID set) the project's own run is used; one that `mlflow run`
+    put in the Default experiment moves to experiment_id's (pipelines.tracking.adopt_project_run).
     """
+    if os.environ.get("MLFLOW_RUN_ID") and experiment_id is not None:
+        from pipelines.tracking import adopt_project_run
+
+        adopt_project_run(mlflow.get_experiment(experiment_id).name)
     tags = {"role": "analysis", "analysis": kind, **({"study": study} if study else {})}
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
         mlflow.log_params({f"analysis.{k}": str(v)[:MAX_PARAM_LENGTH] for k, v in params.items()})

@@ -26,13 +26,15 @@ from analysis.rating_results import UNITS, SheetError, ingest_rating_sheets, pub
 from analysis.rating_sheets import ExportConfig, export_rating_sheets
 from analysis.runs import DEFAULT_CACHE_DIR, PredictionStore, SelectionError
 from analysis.stats import DEFAULT_ALPHA
+from pipelines.cli import ArgumentParser, add_switch
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m analysis.reader_study", description=__doc__.split("\n")[0]
     )
-    parser.add_argument("action", choices=("export", "ingest"))
+    parser.add_argument("action", choices=("export", "ingest"),
+                        help="export: write blinded rating sheets; ingest: score the filled ones")
     parser.add_argument(
         "--output", default="", help="folder for the results (default: under outputs/analysis)"
     )
@@ -66,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument(
         "--log-experiment", default="", help="experiment for the analysis run (default: run A's)"
     )
-    ingest.add_argument("--no-log", action="store_true", help="write the tables only, log no MLflow run")
+    add_switch(ingest, "--log", "log an analysis run (--no-log: write the tables only)", default=True)
     return parser
 
 
@@ -101,7 +103,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     tables, metrics, key = ingest_rating_sheets(key_path, sheets, args.unit, args.alpha)
     out_dir = Path(args.output) if args.output else default_output_dir("reader-study")
     run_id = publish_reader_study(
-        tables, metrics, key, [key_path, *sheets], out_dir, not args.no_log, args.log_experiment or None
+        tables, metrics, key, [key_path, *sheets], out_dir, args.log, args.log_experiment or None
     )
     for name in ("reader_summary", "reader_ttest", "reader_kappa"):
         print(tables[name].to_string(index=False))

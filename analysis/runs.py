@@ -219,19 +219,22 @@ class ReferenceSpec:
     """How to pick the reference run: by id, or by param values among the selected runs.
 
     The default is the multi-task run (all three tasks) of the default model. Several matches are
-    narrowed to the unpoisoned ones; if that still leaves more than one, the choice is refused.
+    narrowed to the unpoisoned ones; if that still leaves more than one, the choice is refused,
+    unless `pick_first`: then the first checkpoint of the newest fine-tune among them is taken
+    (what the command line does when no --reference is given).
     """
 
     run_id: str | None = None
     params: dict[str, str] = field(default_factory=lambda: {"model": DEFAULT_REFERENCE_MODEL})
     multitask: bool = True
+    pick_first: bool = False
 
     @classmethod
     def parse(cls, text: str | None) -> ReferenceSpec:
         """CLI form: empty (the default), a run id, or ``key=value;key=value`` param filters."""
         text = (text or "").strip()
         if not text:
-            return cls()
+            return cls(pick_first=True)
         if "=" not in text:
             return cls(run_id=text)
         params = parse_key_values([text])
@@ -252,9 +255,10 @@ class ReferenceSpec:
 
 
 def resolve_reference(
-    runs: list[RunInfo], spec: ReferenceSpec, client: MlflowClient | None = None
+    runs: list[RunInfo], spec: ReferenceSpec, client: MlflowClient | None = None, notes: list[str] | None = None
 ) -> RunInfo:
-    """The reference run: by id (fetched if it is outside the selection) or the single param match."""
+    """The reference run: by id (fetched if it is outside the selection) or the single param match
+    (with spec.pick_first, the first checkpoint of the newest matching fine-tune; said in `notes`)."""
     if spec.run_id:
         for run in runs:
             if run.run_id == spec.run_id:
@@ -266,6 +270,16 @@ def resolve_reference(
         matches = unpoisoned or matches
     if len(matches) == 1:
         return matches[0]
+    if spec.pick_first and runs:
+        among = f"{len(matches)} runs matching {spec.describe()}" if matches else (
+            f"the {len(runs)} selected runs (none matches {spec.describe()})")
+        picked = first_of_newest(matches or runs)
+        if notes is not None:
+            notes.append(
+                f"reference: {picked.run_name or picked.run_id} ({picked.run_id}, {_short(picked)}), the first "
+                f"checkpoint of the newest fine-tune among {among}; choose another with --reference RUN_ID"
+            )
+        return picked
     if not matches:
         raise SelectionError(
             f"no selected run matches the reference ({spec.describe()}) among {len(runs)} runs; "
@@ -276,6 +290,16 @@ def resolve_reference(
         f"{len(matches)} runs match the reference ({spec.describe()}): {listing}. Narrow the selection "
         "(e.g. --param epoch=100) or pass --reference RUN_ID"
     )
+
+
+def first_of_newest(runs: list[RunInfo]) -> RunInfo:
+    """The earliest checkpoint epoch of the fine-tune (parent run) started last; a run without a
+    parent counts as a fine-tune of its own."""
+    families: dict[str, list[RunInfo]] = {}
+    for run in runs:
+        families.setdefault(run.tags.get(PARENT_TAG) or run.run_id, []).append(run)
+    newest = max(families.values(), key=lambda family: min(r.start_time for r in family))
+    return min(newest, key=lambda r: (r.epoch if r.epoch is not None else 0, r.start_time))
 
 
 def _short(run: RunInfo) -> str:

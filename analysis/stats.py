@@ -1,9 +1,10 @@
-"""The statistics of the analysis jobs, each a thin, checked wrapper over statsmodels / scipy / sklearn.
+"""The statistics of the analysis jobs, each a thin, checked wrapper over scipy / statsmodels.
 
 Conventions: two-sided tests; significance level `alpha` (0.05 unless told otherwise); differences
 are always ``other - reference``. Two registries make the swappable parts named:
 ``CORRECTIONS`` (multiple-comparison adjustments) and ``PAIRED_SCORE_TESTS`` (tests on paired
-per-example scores, every one of which is run by the impression comparison).
+per-example scores, every one of which is run by the impression comparison). docs/statistics.md
+says what each statistic is and which choices were made where the paper is silent.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy import stats as sps
-from sklearn.metrics import cohen_kappa_score
-from statsmodels.stats.contingency_tables import mcnemar
+from scipy.special import ndtr
+from statsmodels.stats.inter_rater import cohens_kappa
 from statsmodels.stats.proportion import proportion_confint
 
 from pipelines.registry import Registry
@@ -53,7 +55,7 @@ def mcnemar_test(ref_correct: Sequence[bool], other_correct: Sequence[bool]) -> 
     """McNemar's test on two aligned 0/1 correctness vectors.
 
     Exact binomial when b + c < 25 (statistic = min(b, c)); otherwise chi-square with continuity
-    correction, (|b - c| - 1)^2 / (b + c), one degree of freedom.
+    correction, max(0, |b - c| - 1)^2 / (b + c), one degree of freedom.
     """
     ref = np.asarray(ref_correct, dtype=bool)
     other = np.asarray(other_correct, dtype=bool)
@@ -67,19 +69,20 @@ def mcnemar_test(ref_correct: Sequence[bool], other_correct: Sequence[bool]) -> 
 
 
 def mcnemar_from_table(both_correct: int, ref_only: int, other_only: int, both_wrong: int) -> McNemarResult:
-    """McNemar's test from the four cells of the paired table (see `mcnemar_test`)."""
-    table = [[both_correct, ref_only], [other_only, both_wrong]]
-    exact = ref_only + other_only < EXACT_MCNEMAR_BELOW
-    result = mcnemar(table, exact=exact, correction=True)
-    return McNemarResult(
-        both_correct,
-        ref_only,
-        other_only,
-        both_wrong,
-        statistic=float(result.statistic),
-        p_value=min(1.0, float(result.pvalue)),
-        method="exact-binomial" if exact else "chi2-continuity",
-    )
+    """McNemar's test from the four cells of the paired table (see `mcnemar_test`).
+
+    Exact: p = min(1, 2 P(X <= min(b, c))), X ~ Binomial(b + c, 1/2). Chi-square: the continuity
+    correction is clamped at zero, max(0, |b - c| - 1)^2 / (b + c), so |b - c| <= 1 gives p = 1.
+    """
+    b, c = int(ref_only), int(other_only)
+    if b + c < EXACT_MCNEMAR_BELOW:
+        statistic = float(min(b, c))
+        p_value = min(1.0, 2 * float(sps.binom.cdf(min(b, c), b + c, 0.5))) if b + c else 1.0
+        method = "exact-binomial"
+    else:
+        statistic = max(0, abs(b - c) - 1) ** 2 / (b + c)
+        p_value, method = float(sps.chi2.sf(statistic, 1)), "chi2-continuity"
+    return McNemarResult(int(both_correct), b, c, int(both_wrong), statistic, p_value, method)
 
 
 # ---------------------------------------------------------------- proportions
@@ -109,44 +112,94 @@ def wilson_interval(successes: int, n: int, alpha: float = DEFAULT_ALPHA) -> Pro
 
 @dataclass(frozen=True)
 class ScoreTest:
-    """One test comparing two score samples: statistic, two-sided p-value, and how it was computed."""
+    """One test comparing two score samples: statistic, two-sided p-value, and how it was computed.
+
+    `note` says why a test is degenerate (statistic and p-value NaN) and is empty otherwise.
+    """
 
     test: str
     statistic: float
     p_value: float
     df: float = math.nan
+    note: str = ""
+
+
+# Differences whose standard deviation is below this share of the scores' scale count as constant:
+# float rounding leaves about 1e-16 of the scale, real score differences are far above 1e-10.
+CONSTANT_RTOL = 1e-10
+# Up to this many non-zero differences the Wilcoxon p-value is exact (2^20 sign assignments).
+EXACT_WILCOXON_MAX = 20
 
 
 def paired_t_test(ref: Sequence[float], other: Sequence[float]) -> ScoreTest:
-    """Student's paired t-test on other - ref. All-zero differences give t = 0, p = 1."""
+    """Student's paired t-test on other - ref.
+
+    Degenerate (NaN, with a note) below two pairs, or when the differences are constant: a standard
+    deviation at most CONSTANT_RTOL times the largest absolute score, where t would be 0/0 or c/0.
+    """
     diff = _paired_differences(ref, other)
     if diff.size < 2:
-        return ScoreTest("paired-t", math.nan, math.nan, math.nan)
-    if np.all(diff == 0):
-        return ScoreTest("paired-t", 0.0, 1.0, float(diff.size - 1))
+        return ScoreTest("paired-t", math.nan, math.nan, math.nan, f"degenerate: {diff.size} pair(s), need 2")
+    scale = max(float(np.max(np.abs(ref))), float(np.max(np.abs(other))))
+    if float(np.std(diff, ddof=1)) <= CONSTANT_RTOL * scale:
+        return ScoreTest(
+            "paired-t",
+            math.nan,
+            math.nan,
+            float(diff.size - 1),
+            f"degenerate: every difference is {float(np.mean(diff)):.6g} (no variance, t undefined)",
+        )
     result = sps.ttest_rel(other, ref)
     return ScoreTest("paired-t", float(result.statistic), float(result.pvalue), float(result.df))
 
 
 def wilcoxon_test(ref: Sequence[float], other: Sequence[float]) -> ScoreTest:
-    """Wilcoxon signed-rank test on other - ref, zero differences dropped.
+    """Wilcoxon signed-rank test on other - ref, zero differences dropped, ties given mid-ranks.
 
-    Exact null distribution when at most 50 non-zero differences without ties; otherwise the normal
-    approximation (as R's wilcox.test does; scipy's permutation fallback takes about a second per
-    call, too slow for hundreds of runs). `test` records which. All-zero differences give p = 1.
+    Up to EXACT_WILCOXON_MAX non-zero differences, with or without ties: the exact conditional null
+    distribution of W+ over all 2^n sign assignments of the mid-ranks, and
+    p = P(|W+ - n(n+1)/4| >= |w+ - n(n+1)/4|). Above that, the normal approximation with the tie
+    correction of the variance and a continuity correction of 1/2. Differences equal up to float
+    rounding (CONSTANT_RTOL of the scores' scale) tie, or are zero. `statistic` is min(W+, W-);
+    `test` records the method. All-zero differences give p = 1.
     """
     diff = _paired_differences(ref, other)
-    nonzero = diff[diff != 0]
     if diff.size == 0:
-        return ScoreTest("wilcoxon", math.nan, math.nan)
-    if nonzero.size == 0:
-        return ScoreTest("wilcoxon", 0.0, 1.0)
-    exact = nonzero.size <= 50 and np.unique(np.abs(nonzero)).size == nonzero.size
-    method = "exact" if exact else "asymptotic"
-    result = sps.wilcoxon(nonzero, zero_method="wilcox", method=method)
-    return ScoreTest(
-        f"wilcoxon-{'exact' if exact else 'normal'}", float(result.statistic), float(result.pvalue)
-    )
+        return ScoreTest("wilcoxon-exact", math.nan, math.nan, note="degenerate: no pairs")
+    # Differences are compared on a grid of CONSTANT_RTOL x the scores' scale, so that float
+    # rounding neither makes a zero difference non-zero nor splits a tie.
+    unit = CONSTANT_RTOL * max(float(np.max(np.abs(ref))), float(np.max(np.abs(other))))
+    gridded = np.round(diff / unit) if unit > 0 else np.zeros_like(diff)
+    nonzero = gridded[gridded != 0]
+    n = nonzero.size
+    if n == 0:
+        return ScoreTest("wilcoxon-exact", 0.0, 1.0, note="every difference is 0")
+    # Mid-ranks are multiples of 1/2: doubled, every sum below is an exact integer.
+    doubled = np.rint(2 * sps.rankdata(np.abs(nonzero))).astype(np.int64)
+    w_plus2 = int(doubled[nonzero > 0].sum())
+    statistic = min(w_plus2, int(doubled.sum()) - w_plus2) / 2
+    centre2 = n * (n + 1) // 2  # 2 * E[W+]
+    if n <= EXACT_WILCOXON_MAX:
+        counts = _signed_rank_counts(tuple(doubled.tolist()))
+        extreme = np.abs(np.arange(counts.size) - centre2) >= abs(w_plus2 - centre2)
+        return ScoreTest("wilcoxon-exact", statistic, float(counts[extreme].sum() / 2.0**n))
+    _, ties = np.unique(np.abs(nonzero), return_counts=True)
+    variance = n * (n + 1) * (2 * n + 1) / 24 - float(np.sum(ties**3 - ties)) / 48
+    z = max(0.0, abs(w_plus2 - centre2) / 2 - 0.5) / math.sqrt(variance)
+    return ScoreTest("wilcoxon-normal-cc", statistic, min(1.0, 2 * float(ndtr(-z))))
+
+
+@lru_cache(maxsize=64)
+def _signed_rank_counts(doubled_ranks: tuple[int, ...]) -> np.ndarray:
+    """How many of the 2^n sign assignments give each value of 2 W+ (index = value).
+
+    A convolution, one rank at a time: the same distribution as listing all 2^n assignments.
+    """
+    counts = np.zeros(sum(doubled_ranks) + 1, dtype=np.int64)
+    counts[0] = 1
+    for rank in doubled_ranks:
+        counts[rank:] = counts[rank:] + counts[: counts.size - rank].copy()
+    return counts
 
 
 PAIRED_SCORE_TESTS: Registry[Callable[[Sequence[float], Sequence[float]], ScoreTest]] = Registry(
@@ -204,6 +257,120 @@ def _paired_differences(ref: Sequence[float], other: Sequence[float]) -> np.ndar
     return y - x
 
 
+# ---------------------------------------------------------------- bootstrap over test examples
+
+# A statistic for the bootstrap: (resamples x n) example weights -> one value per resample. Weights
+# count how often each test example was drawn; a row of ones is the observed test set.
+WeightedStatistic = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class BootstrapSpec:
+    """How many resamples of the test examples, and the seed that draws them."""
+
+    resamples: int = 2000
+    seed: int = 20251206
+
+    def __post_init__(self) -> None:
+        if self.resamples < 1000:
+            raise ValueError(f"bootstrap resamples must be at least 1000 (percentile intervals), got {self.resamples}")
+
+
+DEFAULT_BOOTSTRAP = BootstrapSpec()
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    """A statistic on the observed test set with its percentile bootstrap interval at level 1 - alpha."""
+
+    estimate: float
+    ci_low: float
+    ci_high: float
+    resamples: int  # resamples with a finite value (e.g. macro-F1 over no supported label is NaN)
+
+
+@dataclass(frozen=True)
+class BootstrapDifference:
+    """Paired bootstrap of other - ref: the observed values, the interval of the difference, the p-value."""
+
+    value_ref: float
+    value_other: float
+    diff: float
+    ci_low: float
+    ci_high: float
+    p_value: float
+    resamples: int
+    test: str = "paired-bootstrap"
+
+
+def bootstrap_indices(n: int, spec: BootstrapSpec = DEFAULT_BOOTSTRAP) -> np.ndarray:
+    """(resamples, n) example indices drawn with replacement by numpy's default_rng(seed).
+
+    Only n and the spec decide the draw, so every run scored on one test set (examples in id
+    order) is resampled alike: intervals of different runs, and their differences, are paired.
+    """
+    return np.random.default_rng(spec.seed).integers(0, n, size=(spec.resamples, n))
+
+
+@lru_cache(maxsize=8)
+def bootstrap_weights(n: int, spec: BootstrapSpec = DEFAULT_BOOTSTRAP) -> np.ndarray:
+    """(resamples, n) counts: how often each example is drawn in each resample (read-only)."""
+    indices = bootstrap_indices(n, spec)
+    offsets = indices + n * np.arange(spec.resamples)[:, None]
+    weights = np.bincount(offsets.ravel(), minlength=spec.resamples * n).reshape(spec.resamples, n)
+    weights = weights.astype(float)
+    weights.flags.writeable = False
+    return weights
+
+
+def _percentiles(values: np.ndarray, alpha: float) -> tuple[float, float, int]:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return math.nan, math.nan, 0
+    low, high = np.percentile(finite, [100 * alpha / 2, 100 * (1 - alpha / 2)])
+    return float(low), float(high), int(finite.size)
+
+
+def bootstrap_interval(
+    statistic: WeightedStatistic, n: int, alpha: float = DEFAULT_ALPHA, spec: BootstrapSpec = DEFAULT_BOOTSTRAP
+) -> BootstrapInterval:
+    """The statistic on the test set and its percentile interval over the resamples (NaN when n == 0)."""
+    if n == 0:
+        return BootstrapInterval(math.nan, math.nan, math.nan, 0)
+    estimate = float(statistic(np.ones((1, n)))[0])
+    low, high, used = _percentiles(np.asarray(statistic(bootstrap_weights(n, spec)), dtype=float), alpha)
+    return BootstrapInterval(estimate, low, high, used)
+
+
+def paired_bootstrap_test(
+    ref: WeightedStatistic,
+    other: WeightedStatistic,
+    n: int,
+    alpha: float = DEFAULT_ALPHA,
+    spec: BootstrapSpec = DEFAULT_BOOTSTRAP,
+) -> BootstrapDifference:
+    """Paired bootstrap of the difference other - ref of a corpus statistic (e.g. macro-F1).
+
+    Both runs are scored on the same resamples. Interval: percentiles of the resampled differences.
+    p-value: the share of resampled differences at least as far from the observed one as the
+    observed one is from 0 (the bootstrap distribution shifted to the null), counted as
+    (1 + hits) / (1 + resamples) so that it is never 0.
+    """
+    if n == 0:
+        return BootstrapDifference(math.nan, math.nan, math.nan, math.nan, math.nan, math.nan, 0)
+    ones, weights = np.ones((1, n)), bootstrap_weights(n, spec)
+    value_ref, value_other = float(ref(ones)[0]), float(other(ones)[0])
+    diff = value_other - value_ref
+    deltas = np.asarray(other(weights), dtype=float) - np.asarray(ref(weights), dtype=float)
+    low, high, used = _percentiles(deltas, alpha)
+    if not math.isfinite(diff) or used == 0:
+        return BootstrapDifference(value_ref, value_other, diff, low, high, math.nan, used)
+    finite = deltas[np.isfinite(deltas)]
+    # 1e-9 relative slack: a resample that equals the boundary up to float rounding counts as a hit.
+    hits = int(np.sum(np.abs(finite - diff) >= abs(diff) * (1 - 1e-9)))
+    return BootstrapDifference(value_ref, value_other, diff, low, high, (1 + hits) / (1 + used), used)
+
+
 # ---------------------------------------------------------------- agreement
 
 
@@ -219,7 +386,13 @@ def quadratic_weighted_kappa(
         raise ValueError(f"raters scored different numbers of items: {len(rater_a)} vs {len(rater_b)}")
     if len(set(rater_a) | set(rater_b)) < 2:
         return 1.0  # perfect agreement on a single category: kappa is 0/0, agreement is total
-    return float(cohen_kappa_score(rater_a, rater_b, labels=list(categories), weights="quadratic"))
+    index = {c: i for i, c in enumerate(categories)}
+    table = np.zeros((len(index), len(index)))
+    for a, b in zip(rater_a, rater_b, strict=True):
+        if a not in index or b not in index:
+            raise ValueError(f"score pair ({a!r}, {b!r}) lies outside the categories {list(categories)}")
+        table[index[a], index[b]] += 1
+    return float(cohens_kappa(table, wt="quadratic", return_results=False))
 
 
 # ---------------------------------------------------------------- multiple comparisons

@@ -12,23 +12,24 @@ artifacts: benchmark.md, benchmark.json), unless --no-log.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from pipelines.cli import add_config_arguments, config_from_args, fail, setup_logging
+from pipelines.cli import ArgumentParser, add_config_arguments, add_switch, config_from_args, fail, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     from benchmarks.suite import BenchConfig, format_table, run_benchmark
 
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     add_config_arguments(parser, BenchConfig)
-    parser.add_argument("--experiment", default="clinical-slm-benchmarks", help="MLflow experiment")
+    parser.add_argument("--experiment", default="clinical-slm-benchmarks",
+                        help="MLflow experiment (default: clinical-slm-benchmarks)")
     parser.add_argument("--output-json", default="", help="also write the results to this JSON file")
-    parser.add_argument("--no-log", action="store_true", help="do not log to MLflow (print and --output-json only)")
+    add_switch(parser, "--log", "log the results as an MLflow run (--no-log: print and --output-json only)",
+               default=True)
     args = parser.parse_args(argv)
     try:
         config = config_from_args(args, BenchConfig, {})
@@ -39,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     print("\n" + table)
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(result.to_dict(), indent=2))
-    if not args.no_log:
+    if args.log:
         from benchmarks.mlflow_log import log_benchmark
 
         run_id = log_benchmark(result, table, args.experiment)

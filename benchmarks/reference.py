@@ -58,3 +58,64 @@ class PaddingCounter:
         out = self.collator(batch)
         self.padded_tokens += out["input_ids"].numel()
         return out
+
+
+@torch.no_grad()
+def previous_candidate_scoring(model, tokenizer, shape, prompts: Sequence[str], inputs: Sequence[str], *,
+                               batch_size: int, max_prompt_tokens: int, desc: str = "previous") -> list[str]:
+    """The platform's harmonization scoring before shared-prefix scoring (the baseline of its speed-up).
+
+    Each prompt is prefilled once, its KV cache repeated for the k candidates, and every candidate
+    fed whole: the description is fed again in each of the seven answers.
+    """
+    from pipelines.constrained import IncrementalBatch
+
+    candidates = [shape.candidates(text) for text in inputs]
+    k = len(candidates[0]) if candidates else 0
+    encoded = [fit_prompt(encode_prompt(tokenizer, p), max_prompt_tokens) for p in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]), reverse=True)
+    outputs = [""] * len(prompts)
+    for start in tqdm(range(0, len(order), batch_size), desc=desc, leave=False):
+        rows = order[start : start + batch_size]
+        targets = [tokenizer(c, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+                   for i in rows for c in candidates[i]]
+        batch = IncrementalBatch(model, tokenizer.pad_token_id)
+        first = torch.log_softmax(batch.start([encoded[i] for i in rows]), dim=-1).repeat_interleave(k, dim=0)
+        batch.expand(k)
+        rest = torch.log_softmax(batch.feed_all([t[:-1] for t in targets]), dim=-1)
+        for r, i in enumerate(rows):
+            scores = []
+            for j in range(r * k, (r + 1) * k):
+                t = torch.tensor(targets[j], device=rest.device)
+                scores.append(float(first[j, t[0]] + rest[j, : len(t) - 1].gather(-1, t[1:, None]).sum()))
+            outputs[i] = candidates[i][max(range(k), key=scores.__getitem__)]
+    return outputs
+
+
+@torch.no_grad()
+def previous_slot_decoding(model, tokenizer, shape, prompts: Sequence[str], inputs: Sequence[str], *,
+                           batch_size: int, max_prompt_tokens: int, desc: str = "previous") -> list[str]:
+    """The platform's labeling decoder before issue #14's fix, kept to measure what the fix changed.
+
+    After choosing a slot's value it fed only the value's tokens after its first, so for one-token
+    values ("Yes"/"No") the next slot was decided without the chosen value in its context.
+    """
+    from pipelines.constrained import IncrementalBatch, compile_slots
+
+    compiled = compile_slots(tokenizer, shape)
+    encoded = [fit_prompt(encode_prompt(tokenizer, p), max_prompt_tokens) + compiled.runs[0] for p in prompts]
+    outputs = [""] * len(prompts)
+    for start in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
+        rows = list(range(start, min(start + batch_size, len(prompts))))
+        batch = IncrementalBatch(model, tokenizer.pad_token_id)
+        logits = batch.start([encoded[i] for i in rows])
+        picks: list[list[int]] = [[] for _ in rows]
+        for slot, options in enumerate(compiled.options):
+            chosen = logits[:, torch.tensor([o[0] for o in options], device=logits.device)].argmax(-1).tolist()
+            for r, value in enumerate(chosen):
+                picks[r].append(value)
+            if slot + 1 < len(compiled.options):
+                logits = batch.feed([options[v][1:] + compiled.runs[slot + 1] for v in chosen])
+        for r, i in enumerate(rows):
+            outputs[i] = shape.render([shape.values[v] for v in picks[r]])
+    return outputs

@@ -12,49 +12,13 @@ measurement is reported as such.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.config import FinetuneConfig
-from pipelines.studies.plan import _budget, _split_data, _tokens, estimate_cost
-from pipelines.studies.spec import StudyRun, load_study
-from pipelines.tasks import get_task
-
-
-@dataclass
-class RunEstimate:
-    name: str
-    model: str
-    train_hours: float
-    eval_hours: float
-
-    @property
-    def hours(self) -> float:
-        return self.train_hours + self.eval_hours
-
-
-def estimate_run(cfg: FinetuneConfig, name: str, rates: dict[str, float]) -> RunEstimate:
-    """One fine-tune's training and checkpoint-evaluation hours at the preset's `rates`."""
-    from pipelines.examples import build_examples
-
-    cost = estimate_cost(StudyRun(name=name, kind="finetune", settings={}, config=cfg, key=""))
-    bundle, splits = _split_data(cfg.data, cfg.split_seed)
-    test = build_examples(bundle, splits, cfg.tasks, train_limit=1, eval_limit=cfg.eval_limit).test
-    prefill = decode = 0
-    for task_name, examples in test.items():
-        task = get_task(task_name)
-        for e in examples:
-            prefill += _tokens(e.prompt)
-            if cfg.decoding == "constrained" and task.constrained is not None:
-                prefill += _tokens(e.target)
-            else:
-                decode += _budget(task_name, cfg.max_new_tokens)
-    per_checkpoint = prefill / rates["prefill_tokens_per_s"] + decode / rates["decode_tokens_per_s"]
-    return RunEstimate(name, cfg.model, cost.train_tokens / rates["train_tokens_per_s"] / 3600,
-                       per_checkpoint * len(cfg.checkpoint_epochs) / 3600)
+from pipelines.studies.plan import RunEstimate, estimate_run
+from pipelines.studies.spec import load_study
 
 
 def estimate_study(study_path: str, throughput: dict) -> tuple[list[RunEstimate], list[str]]:
@@ -73,7 +37,9 @@ def estimate_study(study_path: str, throughput: dict) -> tuple[list[RunEstimate]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from pipelines.cli import ArgumentParser
+
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("study", help="a study file, e.g. studies/paper.yaml")
     parser.add_argument("throughput", help="JSON written by python -m benchmarks.throughput --output-json")
     args = parser.parse_args(argv)

@@ -36,7 +36,7 @@ from pipelines.models import load_model_and_tokenizer, resolve_device, resolve_m
 from pipelines.packing import packed_attention, training_collator
 from pipelines.tasks import get_task, task_names, task_tuple
 from pipelines.training import build_lora_model
-from pipelines.training_data import EncodedDataset, ResponseOnlyCollator, encode_example
+from pipelines.training_data import EncodedDataset, ResponseOnlyCollator, encode_example, prompt_budget
 
 log = logging.getLogger(__name__)
 
@@ -211,15 +211,16 @@ def _evaluate_task(result: BenchResult, cfg: BenchConfig, model, tokenizer, task
     prompts = [e.prompt for e in examples]
     inputs = [input_text(p) for p in prompts]
     runs = {
-        "reference": lambda: reference_generate(model, tokenizer, prompts, max_prompt_tokens=cfg.max_seq_length,
+        "reference": lambda: reference_generate(model, tokenizer, prompts,
+                                                max_prompt_tokens=prompt_budget(task_name, cfg.max_seq_length),
                                                 seed=cfg.seed, max_new_tokens=cfg.reference_max_new_tokens,
                                                 desc=f"reference {task_name}"),
         "ours": lambda: complete(model, tokenizer, task, prompts, inputs, decoding="constrained",
                                  max_new_tokens=task.max_new_tokens, batch_size=cfg.eval_batch_size,
-                                 max_prompt_tokens=cfg.max_seq_length, desc=f"ours {task_name}"),
+                                 max_seq_length=cfg.max_seq_length, desc=f"ours {task_name}"),
         "free": lambda: complete(model, tokenizer, task, prompts, inputs, decoding="free",
                                  max_new_tokens=task.max_new_tokens, batch_size=cfg.eval_batch_size,
-                                 max_prompt_tokens=cfg.max_seq_length, desc=f"free {task_name}"),
+                                 max_seq_length=cfg.max_seq_length, desc=f"free {task_name}"),
     }
     if task.constrained is None:
         del runs["free"]  # ours is already free decoding for this task

@@ -13,7 +13,6 @@ measured matrix-multiply peak (benchmarks.hardware). README's paper-study estima
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -99,12 +98,17 @@ def release(device: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--presets", default=",".join(ARCHITECTURES), help="comma-separated preset names")
-    parser.add_argument("--seq", type=int, default=256, help="tokens per sequence (typical multi-task length)")
-    parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
-    parser.add_argument("--output-json", default="")
+    from pipelines.cli import ArgumentParser
+
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu, cuda or cuda:N (default: cuda when there is one, else cpu)")
+    parser.add_argument("--presets", default=",".join(ARCHITECTURES),
+                        help=f"comma-separated preset names: {', '.join(ARCHITECTURES)} (default: all)")
+    parser.add_argument("--seq", type=int, default=256,
+                        help="tokens per sequence (typical multi-task length) (default: 256)")
+    parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement (default: 10)")
+    parser.add_argument("--output-json", default="", help="also write the measurements to this JSON file")
     args = parser.parse_args(argv)
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
     unknown = [p for p in presets if p not in ARCHITECTURES]

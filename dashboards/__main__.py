@@ -2,13 +2,15 @@
 
 Usage (one starting point; the selection flags are those of `python -m analysis.analyze`):
 
+    python -m dashboards                                      # every checkpoint run of the store
     python -m dashboards --study paper --param epoch=100 --correction holm   # analyze, then report
     python -m dashboards --analysis-run RUN_ID                # an existing analysis run's tables
     python -m dashboards --tables outputs/analysis/analyze-20260101-120000 --log-run RUN_ID
 
 It writes <output>/report/report.html (+ figures/, manifest.json) and logs that folder to the
 analysis run as artifacts under report/. Empty strings mean "not given", so that MLproject can
-pass every parameter.
+pass every parameter. The store read is --tracking-uri, else $MLFLOW_TRACKING_URI, else ./mlflow.db
+(which must exist). Without --reference, the reference is picked and the report says which.
 """
 
 from __future__ import annotations
@@ -19,16 +21,18 @@ import sys
 from pathlib import Path
 
 from analysis.analyze import build_parser as analysis_parser
-from analysis.analyze import config_from_args
+from analysis.analyze import config_from_args, open_store
 from analysis.outputs import default_output_dir
 from analysis.runs import AlignmentError, SelectionError
 from dashboards.options import FIGURE_JS, IMPORTANCE_EVALUATORS, ReportOptions
 from dashboards.paper import PAPER_LINE_MODES
 from dashboards.report import report_from_analysis_run, report_from_selection, report_from_tables
+from pipelines.cli import ArgumentParser, add_switch
+from pipelines.tracking import TrackingUnavailableError, where_to_look
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m dashboards",
         description=__doc__.split("\n")[0],
         parents=[analysis_parser()],
@@ -40,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--analysis-run", default="", help="report on this analysis run (role=analysis)")
     source.add_argument("--tables", default="", help="report on an analysis folder (CSV tables, summary.json)")
     source.add_argument("--log-run", default="", help="with --tables: the run to log the report to")
-    source.add_argument("--offline", action="store_true", help="with --tables: read nothing from MLflow")
+    add_switch(source, "--offline", "with --tables: read nothing from MLflow")
     parser.add_argument("--output", default="", help="folder for the report (default: outputs/analysis/report-<time>)")
     shown = parser.add_argument_group("what the report shows")
     shown.add_argument(
@@ -51,9 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     shown.add_argument(
         "--figure-js",
-        default="shared",
+        default="json",
         choices=FIGURE_JS,
-        help="single-figure pages: one shared plotly.min.js (small) or each self-contained (4.8 MB)",
+        help="each figure alone: json (Plotly JSON; plotly.js only in report.html), shared (HTML pages and "
+        "a second plotly.min.js copy) or inline (each HTML page self-contained, 4.8 MB)",
     )
     shown.add_argument("--confusion-run", default="", help="run id whose confusion matrix shows first")
     shown.add_argument("--examples", type=int, default=3, help="example impressions shown (default 3)")
@@ -96,9 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # -- the report
     try:
+        if not (args.tables and args.offline):
+            open_store(args)
         if args.analysis_run:
             result = report_from_analysis_run(
-                args.analysis_run, options, out_dir, not args.no_log, Path(args.cache_dir)
+                args.analysis_run, options, out_dir, args.log, Path(args.cache_dir)
             )
         elif args.tables:
             result = report_from_tables(
@@ -111,15 +118,19 @@ def main(argv: list[str] | None = None) -> int:
             )
         else:
             result = report_from_selection(
-                config_from_args(args), options, out_dir, not args.no_log, args.log_experiment or None
+                config_from_args(args), options, out_dir, args.log, args.log_experiment or None
             )
-    except (SelectionError, AlignmentError, FileNotFoundError, ValueError) as err:
+    except (SelectionError, AlignmentError, FileNotFoundError, ValueError, TrackingUnavailableError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     # -- where it went
+    for note in result.report.notes:
+        if note.startswith("reference: "):
+            print(note)
     print(f"report: {result.html} ({len(result.report.figures)} figures)")
     if result.run_id:
-        print(f"logged to run {result.run_id}: artifacts report/report.html and report/figures/")
+        print(f"logged to run {result.run_id}: artifacts report/report.html, report/figures/, report/tables/")
+        print(where_to_look(result.run_id))
     for section in result.report.sections:
         if section.note and not section.figures:
             print(f"  {section.title}: {section.note}")

@@ -23,6 +23,9 @@ from analysis.runs import PredictionStore
 log = logging.getLogger(__name__)
 
 ID_COLUMNS = ("run_id", "reference_run_id", "unpoisoned_run_id")
+LOSS_METRICS = ("train/loss", "train/loss_step")  # per epoch, per optimizer step (pipelines.training)
+PARENT_TAG = "mlflow.parentRunId"
+MAX_LOSS_RUNS = 12  # fine-tunes drawn in the training-loss figure (the newest)
 READER_PREFIX = "reader_"
 Predictions = Callable[[str, str], "dict[str, dict[str, Any]] | None"]
 
@@ -51,6 +54,8 @@ class ReportInputs:
     reader: dict[str, pd.DataFrame] = field(default_factory=dict)
     reader_source: str = ""
     reader_note: str = ""
+    # training loss of the analyzed checkpoints' fine-tunes: finetune_run_id, run_name, model, metric, step, value
+    loss_history: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def reference_run_id(self) -> str | None:
@@ -125,6 +130,28 @@ def fetch_runs(run_ids: Iterable[str], client: MlflowClient) -> tuple[dict, dict
             params[run.info.run_id] = dict(run.data.params)
             tags[run.info.run_id] = dict(run.data.tags)
     return params, tags
+
+
+def fetch_loss_history(run_tags: dict[str, dict[str, str]], client: MlflowClient,
+                       limit: int = MAX_LOSS_RUNS) -> pd.DataFrame:
+    """LOSS_METRICS histories of the fine-tunes the runs belong to (a checkpoint's parent, or the run),
+    the `limit` newest of them (a chart of hundreds of loss curves shows none)."""
+    finetunes = {tags.get(PARENT_TAG) or run_id for run_id, tags in run_tags.items()
+                 if tags.get("role") in ("checkpoint", "finetune", "trial")}
+    found = []
+    for start in range(0, len(finetunes), 100):
+        quoted = ", ".join(f"'{i}'" for i in sorted(finetunes)[start : start + 100])
+        found += client.search_runs([e.experiment_id for e in client.search_experiments()],
+                                    f"attributes.run_id IN ({quoted})", max_results=1000)
+    newest = sorted(found, key=lambda r: r.info.start_time or 0, reverse=True)[:limit]
+    rows = []
+    for run in sorted(newest, key=lambda r: r.info.start_time or 0):
+        for metric in LOSS_METRICS:
+            rows += [{"finetune_run_id": run.info.run_id, "run_name": run.info.run_name or run.info.run_id,
+                      "model": run.data.params.get("model", ""), "metric": metric, "step": m.step, "value": m.value,
+                      "of": len(finetunes)}
+                     for m in client.get_metric_history(run.info.run_id, metric)]
+    return pd.DataFrame(rows)
 
 
 def prediction_loader(cache_dir: Path, client: MlflowClient) -> Predictions:
@@ -270,6 +297,10 @@ def gather(
         inputs.run_params, inputs.run_tags = fetch_runs(run_ids, client)
     except Exception as err:
         log.warning("run params not read from MLflow: %s", err)
+    try:
+        inputs.loss_history = fetch_loss_history(inputs.run_tags, client)
+    except Exception as err:
+        log.warning("training loss not read from MLflow: %s", err)
     inputs.predictions = prediction_loader(cache_dir, client)
     try:
         inputs.sweeps, inputs.sweep_note = find_sweeps(client, inputs.study, sweep_studies, sweep_storage)

@@ -6,12 +6,15 @@ from dataclasses import dataclass
 
 from dashboards.paper import PAPER_LINE_MODES
 
-# How the single-figure HTML files get Plotly's JavaScript (report.html always embeds it once):
-#   shared - one plotly.min.js in figures/, each figure a few KB; renders from a local copy of the
+# How each figure is also stored alone (report.html always embeds Plotly's JavaScript, once):
+#   json   - figures/<name>.json, Plotly's JSON of the figure (a few KB; plotly.io.read_json reopens
+#            it): plotly.js is stored once per report folder, in report.html
+#   shared - an HTML page per figure plus one plotly.min.js in figures/ (a second copy of the
+#            bundle, 4.8 MB), each figure a few KB; renders from a local copy of the
 #            folder, but not in the MLflow UI's artifact preview (it shows a blob: page, where a
 #            relative script cannot load), so those pages say to open report.html instead.
 #   inline - every figure self-contained (about 4.8 MB each); each renders in the MLflow UI too.
-FIGURE_JS = ("shared", "inline")
+FIGURE_JS = ("json", "shared", "inline")
 IMPORTANCE_EVALUATORS = ("fanova", "ped-anova", "mdi")
 
 
@@ -20,7 +23,7 @@ class ReportOptions:
     """Options of one report; see `python -m dashboards --help` for each one's meaning."""
 
     paper_lines: str = "auto"
-    figure_js: str = "shared"
+    figure_js: str = "json"
     confusion_run: str = ""  # run id whose confusion matrix shows first (default: the reference)
     examples: int = 3  # example impressions beside their references
     max_bar_runs: int = 10  # runs drawn in the per-label grouped bars (the best by macro F1)

@@ -7,8 +7,10 @@ MLflow) -> `build_report` (every registered section) -> `write_report` -> `log_r
 What is written (and logged under the run's ``report/`` artifact folder):
 
     report.html          every section; Plotly's JavaScript embedded once, opens offline
-    figures/<section>-<name>.html   each figure alone (see ReportOptions.figure_js)
-    figures/plotly.min.js           with figure_js="shared": the one copy those pages load
+    figures/<section>-<name>.json   each figure alone, Plotly JSON (figure_js="json", the default)
+    figures/<section>-<name>.html   or an HTML page each (figure_js "shared" or "inline")
+    figures/plotly.min.js           with figure_js="shared": a second copy, which those pages load
+    tables/<name>.csv    the analysis tables the report draws, linked from its header
     manifest.json        sections, figures, captions, notes (for tools and tests)
 """
 
@@ -16,10 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import pandas as pd
 from mlflow import MlflowClient
 from plotly.offline import get_plotlyjs
 
@@ -43,6 +46,7 @@ log = logging.getLogger(__name__)
 
 ARTIFACT_DIR = "report"
 PLOTLY_FILE = "plotly.min.js"
+TABLES_DIR = "tables"
 
 
 @dataclass
@@ -51,6 +55,7 @@ class Report:
     meta: list[tuple[str, str]]
     notes: list[str]
     sections: list[RenderedSection]
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)  # written to tables/<name>.csv
 
     @property
     def figures(self) -> list[RenderedFigure]:
@@ -96,7 +101,14 @@ def build_report(inputs: ReportInputs, options: ReportOptions) -> Report:
                 )
             )
         sections.append(rendered)
-    return Report(title_of(inputs, options), meta_of(inputs, runs), list(inputs.summary.get("notes", [])), sections)
+    meta = meta_of(inputs, runs) + [("Tables (CSV)", table_links(inputs.tables))]
+    notes = list(inputs.summary.get("notes", []))
+    return Report(title_of(inputs, options), meta, notes, sections, dict(inputs.tables))
+
+
+def table_links(tables: dict[str, pd.DataFrame]) -> str:
+    """Links to the report folder's copies of the analysis tables (HTML)."""
+    return ", ".join(f'<a href="{TABLES_DIR}/{escape(name)}.csv">{escape(name)}</a>' for name in sorted(tables))
 
 
 def title_of(inputs: ReportInputs, options: ReportOptions) -> str:
@@ -127,19 +139,30 @@ def meta_of(inputs: ReportInputs, runs: RunCatalog) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------- write and log
 
 
-def write_report(report: Report, folder: Path, figure_js: str = "shared") -> Path:
-    """report.html, figures/ and manifest.json in `folder` (created); returns report.html's path."""
+def figure_file(fig: RenderedFigure, figure_js: str) -> str:
+    """Where a figure alone is written, relative to the report folder (see ReportOptions.figure_js)."""
+    return str(Path(fig.file_name).with_suffix(".json")) if figure_js == "json" else fig.file_name
+
+
+def write_report(report: Report, folder: Path, figure_js: str = "json") -> Path:
+    """report.html, figures/, tables/ and manifest.json in `folder` (created); returns report.html's path."""
     figures_dir = folder / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     plotly_js = get_plotlyjs()
     page = report_page(report.title, report.meta, report.notes, report.sections, plotly_js)
     (folder / "report.html").write_text(page, encoding="utf-8")
-    if figure_js == "shared":
+    (folder / TABLES_DIR).mkdir(exist_ok=True)
+    for name, frame in report.tables.items():
+        frame.to_csv(folder / TABLES_DIR / f"{name}.csv", index=False)
+    if figure_js == "json":
+        for fig in report.figures:
+            (folder / figure_file(fig, figure_js)).write_text(fig.figure.to_json(), encoding="utf-8")
+    elif figure_js == "shared":
         (figures_dir / PLOTLY_FILE).write_text(plotly_js, encoding="utf-8")
         script = f'<script src="{PLOTLY_FILE}"></script>'
     else:
         script = f'<script type="text/javascript">{plotly_js}</script>'
-    for fig in report.figures:
+    for fig in report.figures if figure_js != "json" else ():
         (folder / fig.file_name).write_text(figure_page(fig, script, figure_js == "shared"), encoding="utf-8")
     manifest = {
         "title": report.title,
@@ -150,7 +173,8 @@ def write_report(report: Report, folder: Path, figure_js: str = "shared") -> Pat
                 "title": s.title,
                 "note": s.note,
                 "figures": [
-                    {"id": f.div_id, "file": f.file_name, "title": f.title, "caption": f.caption} for f in s.figures
+                    {"id": f.div_id, "file": figure_file(f, figure_js), "title": f.title, "caption": f.caption}
+                    for f in s.figures
                 ],
             }
             for s in report.sections

@@ -137,7 +137,7 @@ def requested_decoding(requested: str | None, default: str) -> str:
 
 
 def answer(model, tokenizer, model_input: Any, served: Sequence[str], *, batch_size: int = 16,
-           max_prompt_tokens: int = 768, max_new_tokens: int = 0,
+           max_seq_length: int = 768, max_new_tokens: int = 0,
            decoding: str = "constrained") -> list[dict[str, str]]:
     """Answer every row of a request, in order; rejected rows carry an `error`.
 
@@ -160,7 +160,7 @@ def answer(model, tokenizer, model_input: Any, served: Sequence[str], *, batch_s
         budget = min(task.max_new_tokens, max_new_tokens) if max_new_tokens else task.max_new_tokens
         outputs = generation.complete(model, tokenizer, task, prompts, [requests[i].text for i in rows],
                                       decoding=decoding, max_new_tokens=budget, batch_size=batch_size,
-                                      max_prompt_tokens=max_prompt_tokens, desc=f"serve {task_name}")
+                                      max_seq_length=max_seq_length, desc=f"serve {task_name}")
         for i, raw in zip(rows, outputs, strict=True):
             parsed = task.parse(raw)
             answers[i].update(output=format_output(parsed.value), parse_status=parsed.status,
@@ -187,7 +187,7 @@ def load_assistant(base_model: Path, adapter: Path, device: str = "auto", precis
 class ClinicalAssistant(mlflow.pyfunc.PythonModel):
     """pyfunc wrapper: loads base model + adapter from the model's artifacts, answers requests.
 
-    model_config keys: tasks (served, comma-separated, in order), batch_size, max_prompt_tokens and
+    model_config keys: tasks (served, comma-separated, in order), batch_size, max_seq_length and
     max_new_tokens (the fine-tune's evaluation settings: prompt budget, cap on each task's
     generation budget, 0 = none), device ("auto": cuda, then mps, then cpu; the environment
     variable CLINICAL_ASSISTANT_DEVICE overrides it), precision ("auto": bf16 on a capable GPU,
@@ -204,7 +204,8 @@ class ClinicalAssistant(mlflow.pyfunc.PythonModel):
         config = context.model_config or {}
         self.served = tuple(t for t in config["tasks"].split(",") if t)
         self.batch_size = int(config.get("batch_size", 16))
-        self.max_prompt_tokens = int(config.get("max_prompt_tokens", 768))
+        # "max_prompt_tokens": the key of models registered before it meant the sequence length
+        self.max_seq_length = int(config.get("max_seq_length", config.get("max_prompt_tokens", 768)))
         self.max_new_tokens = int(config.get("max_new_tokens", 0))
         self.decoding = str(config.get("decoding", "constrained"))
         self.model, self.tokenizer = load_assistant(
@@ -220,6 +221,6 @@ class ClinicalAssistant(mlflow.pyfunc.PythonModel):
         batch_size = int(params.get("batch_size") or 0)
         rows = answer(self.model, self.tokenizer, model_input, self.served,
                       batch_size=batch_size if batch_size > 0 else self.batch_size,
-                      max_prompt_tokens=self.max_prompt_tokens, max_new_tokens=min(caps, default=0),
+                      max_seq_length=self.max_seq_length, max_new_tokens=min(caps, default=0),
                       decoding=requested_decoding(params.get("decoding"), self.decoding))
         return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))

@@ -12,23 +12,30 @@ Prompts: prompts/<mode>/<task>.txt (editable). Responses are cached (--cache ''/
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
+from pipelines import tracking
 from pipelines.baselines import BaselineConfig, run_baseline
-from pipelines.cli import add_config_arguments, config_from_args, fail, setup_logging
+from pipelines.cli import (
+    ArgumentParser,
+    add_config_arguments,
+    add_tracking_uri_argument,
+    apply_tracking_uri,
+    config_from_args,
+    fail,
+    setup_logging,
+)
 from pipelines.evaluation import headline_metrics
 
 
 def parse_args(argv: list[str] | None = None) -> BaselineConfig:
     """Command line -> validated BaselineConfig."""
-    parser = argparse.ArgumentParser(description=__doc__, conflict_handler="resolve",
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     add_config_arguments(parser, BaselineConfig)
-    # A flag on the command line; `--allow-remote true|false` too, for MLproject parameters.
-    parser.add_argument("--allow-remote", dest="allow_remote", nargs="?", const="true", default=None,
-                        help="allow sending report text to a non-local endpoint (default: false)")
-    return config_from_args(parser.parse_args(argv), BaselineConfig, {})
+    add_tracking_uri_argument(parser)
+    args = parser.parse_args(argv)
+    apply_tracking_uri(args)
+    return config_from_args(args, BaselineConfig, {})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nBaseline finished: run {result.run_id} ({config.model}, {config.prompting}, {config.backend})")
     print(f"  {headline_metrics(result.metrics)}")
     print("  responses: " + ", ".join(f"{k} {v}" for k, v in result.counts.items()))
+    print(tracking.where_to_look(result.run_id))
     return 0
 
 

@@ -1,8 +1,10 @@
 """Typed configuration of a fine-tune, validated before anything is loaded or logged."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 from pipelines.tasks import task_tuple
 
@@ -39,6 +41,12 @@ def flat_params(config: object) -> dict[str, str]:
             continue
         out[f.name] = ",".join(map(str, value)) if isinstance(value, tuple) else str(value)
     return out
+
+
+def config_document(config: object) -> dict[str, Any]:
+    """A config dataclass as plain values (tuples as lists): what a run logs as config/<entry>.yaml,
+    and what `--config` reads back to repeat the run."""
+    return json.loads(json.dumps(asdict(config)))
 
 
 def check_finite_and_named(config: object) -> None:
@@ -108,12 +116,18 @@ class FinetuneConfig:
     max_seq_length: int = 768
     eval_batch_size: int = 16
     packing: bool = True  # examples of a batch end to end in one row, no padding (see pipelines/packing.py)
+    value_weight: float = field(default=1.0, metadata={
+        "help": "loss weight of the answer's slot-value tokens (labeling's 14 Yes/No) against its other tokens; "
+                "1 = the paper's plain response-only loss (pipelines/value_weighting.py)"})
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (4-7B presets)
     device: str = "auto"
+    processes: int = 1  # >1: one fine-tune across N processes, started with torchrun (docs/multi_process.md)
     precision: str = "auto"
     study: str = "default"
     experiment: str = "clinical-slm"
     run_name: str = ""
+    system_metrics: bool = field(default=True, metadata={
+        "help": "log CPU, memory, disk and GPU use to the run's System metrics tab"})
     output_dir: str = "outputs"
     disk_reserve_mb: int = 512  # free space to leave on the output disk beyond what the run writes
     extra_tags: dict[str, str] = field(default_factory=dict)
@@ -128,7 +142,7 @@ class FinetuneConfig:
     def _validate(self) -> None:
         check_finite_and_named(self)
         positive = ("epochs", "batch_size", "grad_accum", "lora_r", "lora_alpha", "max_seq_length",
-                    "eval_batch_size")
+                    "eval_batch_size", "processes")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -143,6 +157,8 @@ class FinetuneConfig:
             raise ConfigError(f"--lora-dropout must be within [0, 1), got {self.lora_dropout}")
         if not self.learning_rate > 0:
             raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if not self.value_weight > 0:
+            raise ConfigError(f"--value-weight must be > 0 (1 = unweighted), got {self.value_weight}")
         if not self.checkpoint_epochs:
             raise ConfigError("--checkpoint-epochs is empty; give at least one epoch, e.g. 2,5")
         if self.checkpoint_epochs[0] < 1 or self.checkpoint_epochs[-1] > self.epochs:
@@ -164,7 +180,7 @@ class FinetuneConfig:
 
     def to_dict(self) -> dict:
         """JSON-able form (the resolved config artifact)."""
-        return asdict(self)
+        return config_document(self)
 
 
 # Small enough for 2 CPU cores in a few minutes: the MLproject's no-option run.

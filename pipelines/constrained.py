@@ -7,8 +7,9 @@ Two answer shapes (declared by each task, see pipelines.tasks.base):
   model's next-token logits over the values' tokens. 14 forward passes of ~9 tokens replace
   ~126 single-token decoding steps.
 - ScoredCandidates (harmonization): every complete answer (the description mapped to each of
-  the seven classes) is scored by its summed log-likelihood in one batched forward pass, and
-  the most likely one is the answer.
+  the seven classes) is scored by its summed log-likelihood, and the most likely one is the
+  answer. The text the candidates share is fed once; only their class tokens are fed per
+  candidate, side by side in one forward pass under a tree attention mask.
 
 Forced tokens are exactly the tokens of the training target (checked at compile time), so the
 model sees what it was trained on.
@@ -157,6 +158,30 @@ def _batches(order: list[int], size: int) -> list[list[int]]:
     return [order[i : i + size] for i in range(0, len(order), size)]
 
 
+def slot_logits(model, pad_token_id: int, compiled: CompiledSlots, rows: Sequence[Sequence[int]]
+                ) -> tuple[list[list[int]], list[torch.Tensor]]:
+    """Decide every slot of a batch of prompts (each already followed by compiled.runs[0]).
+
+    Returns the chosen value index per row and slot, and per slot the logits (rows, values) of
+    the values' first tokens that decided it. After each decision the whole chosen value and the
+    fixed text up to the next slot are fed, so slot k+1 is decided in exactly the context of the
+    teacher-forced answer (the training target).
+    """
+    batch = IncrementalBatch(model, pad_token_id)
+    logits = batch.start(rows)
+    picks: list[list[int]] = [[] for _ in rows]
+    decided: list[torch.Tensor] = []
+    for slot, options in enumerate(compiled.options):
+        firsts = torch.tensor([o[0] for o in options], device=logits.device)
+        decided.append(logits[:, firsts])
+        chosen = decided[-1].argmax(-1).tolist()
+        for r, value in enumerate(chosen):
+            picks[r].append(value)
+        if slot + 1 < len(compiled.options):
+            logits = batch.feed([options[v] + compiled.runs[slot + 1] for v in chosen])
+    return picks, decided
+
+
 @torch.no_grad()
 def decode_slots(model, tokenizer, shape: SlotChoices, prompts: Sequence[str], inputs: Sequence[str], *,
                  batch_size: int, max_prompt_tokens: int, desc: str) -> list[str]:
@@ -167,20 +192,20 @@ def decode_slots(model, tokenizer, shape: SlotChoices, prompts: Sequence[str], i
     outputs = [""] * len(prompts)
     with tqdm(total=len(prompts), desc=desc, unit="ex", leave=False) as bar:
         for rows in _batches(order, batch_size):
-            batch = IncrementalBatch(model, tokenizer.pad_token_id)
-            logits = batch.start([encoded[i] for i in rows])
-            picks: list[list[int]] = [[] for _ in rows]
-            for slot, options in enumerate(compiled.options):
-                firsts = torch.tensor([o[0] for o in options], device=logits.device)
-                chosen = logits[:, firsts].argmax(-1).tolist()
-                for r, value in enumerate(chosen):
-                    picks[r].append(value)
-                if slot + 1 < len(compiled.options):
-                    logits = batch.feed([options[v][1:] + compiled.runs[slot + 1] for v in chosen])
+            picks, _ = slot_logits(model, tokenizer.pad_token_id, compiled, [encoded[i] for i in rows])
             for r, i in enumerate(rows):
                 outputs[i] = shape.render([shape.values[v] for v in picks[r]])
             bar.update(len(rows))
     return outputs
+
+
+def _shared_length(rows: Sequence[Sequence[int]], keep: int) -> int:
+    """Length of the token prefix common to all `rows`, leaving at least `keep` tokens of each."""
+    limit = min(len(r) for r in rows) - keep
+    n = 0
+    while n < limit and all(r[n] == rows[0][n] for r in rows):
+        n += 1
+    return max(n, 0)
 
 
 @torch.no_grad()
@@ -188,8 +213,11 @@ def decode_candidates(model, tokenizer, shape: ScoredCandidates, prompts: Sequen
                       inputs: Sequence[str], *, batch_size: int, max_prompt_tokens: int, desc: str) -> list[str]:
     """The most likely complete answer of each prompt (summed log-probability of its tokens + eos).
 
-    Each prompt is run once; its KV cache is then repeated for its candidates, which are fed
-    together, so a prompt costs one prefill plus the candidates' few tokens.
+    Every token is scored once in the context it has: the prompt head common to a batch (the
+    instruction) is fed once for the whole batch; each row's rest of the prompt and the answer
+    text common to its candidates (`{"<description>": "`) once per row; only then is the KV cache
+    repeated for the candidates, which differ in a few class tokens. Scores equal a full forward
+    pass of prompt + candidate (tested).
     """
     candidates = [shape.candidates(text) for text in inputs]
     counts = {len(c) for c in candidates}
@@ -201,20 +229,77 @@ def decode_candidates(model, tokenizer, shape: ScoredCandidates, prompts: Sequen
     outputs = [""] * len(prompts)
     with tqdm(total=len(prompts), desc=desc, unit="ex", leave=False) as bar:
         for rows in _batches(order, max(1, batch_size)):
-            targets = [_tokens(tokenizer, c) + [tokenizer.eos_token_id] for i in rows for c in candidates[i]]
-            batch = IncrementalBatch(model, tokenizer.pad_token_id)
-            first = torch.log_softmax(batch.start([encoded[i] for i in rows]), dim=-1).repeat_interleave(k, dim=0)
-            batch.expand(k)
-            rest = torch.log_softmax(batch.feed_all([t[:-1] for t in targets]), dim=-1)
+            scores = candidate_scores(model, tokenizer, [encoded[i] for i in rows],
+                                      [[_tokens(tokenizer, c) + [tokenizer.eos_token_id] for c in candidates[i]]
+                                       for i in rows])
             for r, i in enumerate(rows):
-                scores = []
-                for j in range(r * k, (r + 1) * k):
-                    t = torch.tensor(targets[j], device=rest.device)
-                    tail = rest[j, : len(t) - 1].gather(-1, t[1:, None]).sum()
-                    scores.append(float(first[j, t[0]] + tail))
-                outputs[i] = candidates[i][max(range(k), key=scores.__getitem__)]
+                outputs[i] = candidates[i][max(range(k), key=scores[r].__getitem__)]
             bar.update(len(rows))
     return outputs
+
+
+def candidate_scores(model, tokenizer, prompts: Sequence[Sequence[int]],
+                     targets: Sequence[Sequence[Sequence[int]]]) -> list[list[float]]:
+    """Summed log-probability of each row's candidate token sequences after its prompt: (rows, k).
+
+    One forward pass after the shared prompt head: each row holds its trunk (the rest of its
+    prompt and the answer text common to its candidates) followed by every candidate's own
+    tokens, packed end to end; a 4D attention mask lets each candidate see the trunk and itself
+    only, and each candidate's positions continue from the trunk's, as if it were fed alone.
+    """
+    head = _shared_length(prompts, keep=1)
+    shared = [_shared_length(t, keep=2) for t in targets]  # every candidate keeps a token to decide + eos
+    batch = IncrementalBatch(model, tokenizer.pad_token_id)
+    if head:
+        batch.start([prompts[0][:head]])
+        batch.expand(len(prompts))
+    else:  # nothing in common: each row starts with its own first token
+        head = 1
+        batch.start([p[:1] for p in prompts])
+    trunks = [list(p[head:]) + list(t[0][:n]) for p, t, n in zip(prompts, targets, shared, strict=True)]
+    suffixes = [[list(c[n:]) for c in t] for t, n in zip(targets, shared, strict=True)]
+    logprobs = torch.log_softmax(_feed_tree(batch, trunks, [[s[:-1] for s in row] for row in suffixes]), dim=-1)
+    scores: list[list[float]] = []
+    for r, (trunk, n) in enumerate(zip(trunks, shared, strict=True)):
+        answer_start = len(trunk) - n - 1  # the position whose logits predict the answer's first token
+        prefix = torch.tensor(trunk[len(trunk) - n:], dtype=torch.long, device=logprobs.device)
+        common = float(logprobs[r, answer_start : answer_start + n].gather(-1, prefix[:, None]).sum())
+        last, offset, row = logprobs[r, len(trunk) - 1], len(trunk), []
+        for suffix in suffixes[r]:
+            rest = torch.tensor(suffix[1:], dtype=torch.long, device=logprobs.device)
+            own = logprobs[r, offset : offset + len(rest)].gather(-1, rest[:, None]).sum()
+            row.append(common + float(last[suffix[0]] + own))
+            offset += len(rest)
+        scores.append(row)
+    return scores
+
+
+def _feed_tree(batch: IncrementalBatch, trunks: list[list[int]], branches: list[list[list[int]]]) -> torch.Tensor:
+    """Feed each row's trunk, then its branches side by side (each sees the trunk and itself); all logits."""
+    rows = [trunk + [t for branch in row for t in branch] for trunk, row in zip(trunks, branches, strict=True)]
+    width, cached = max(len(r) for r in rows), batch.mask.shape[1]
+    ids = torch.full((len(rows), width), batch.pad, dtype=torch.long)
+    positions = torch.zeros((len(rows), width), dtype=torch.long)
+    sees = torch.zeros((len(rows), 1, width, cached + width), dtype=torch.bool)
+    sees[:, 0, :, :cached] = batch.mask[:, None, :].bool()
+    for r, (trunk, row) in enumerate(zip(trunks, branches, strict=True)):
+        ids[r, : len(rows[r])] = torch.tensor(rows[r])
+        base = int(batch.lengths[r])
+        n = len(trunk)
+        positions[r, :n] = base + torch.arange(n)
+        sees[r, 0, :n, cached : cached + n] = torch.ones(n, n, dtype=torch.bool).tril()
+        start = n
+        for branch in row:
+            end = start + len(branch)
+            positions[r, start:end] = base + n + torch.arange(len(branch))
+            sees[r, 0, start:end, cached : cached + n] = True
+            sees[r, 0, start:end, cached + start : cached + end] = torch.ones(
+                len(branch), len(branch), dtype=torch.bool).tril()
+            start = end
+    device = batch.device
+    out = batch.model(input_ids=ids.to(device), attention_mask=sees.to(device), position_ids=positions.to(device),
+                      use_cache=True, **{batch.cache_arg: batch.cache})
+    return out.logits.float()
 
 
 Decoder = Callable[..., list[str]]

@@ -48,10 +48,15 @@ class EpochSeededLengthSampler(LengthGroupedSampler):
 
 
 class EpochSeededTrainer(Trainer):
-    """The Trainer with EpochSeededLengthSampler for training batches."""
+    """The Trainer with EpochSeededLengthSampler for training batches.
+
+    The sampler orders whole optimizer steps (effective batches): with N processes accelerate
+    deals its consecutive per-device batches out to the ranks in turn, so step k trains on the
+    same examples whatever N is, each rank on its own share (packed per rank).
+    """
 
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return EpochSeededLengthSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                        dataset, seed)
+        effective = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
+        return EpochSeededLengthSampler(effective, dataset, seed)

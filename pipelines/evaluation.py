@@ -9,6 +9,7 @@ from typing import Any
 from pipelines.generation import complete
 from pipelines.tasks import get_task
 from pipelines.tasks.base import RESPONSE_MARKER, Example
+from pipelines.training_data import MAX_SEQ_LENGTH
 
 INPUT_HEADER = "### Input:\n"
 
@@ -32,22 +33,31 @@ def input_text(prompt: str) -> str:
 
 def evaluate_task(
     model, tokenizer, task_name: str, examples: list[Example], *, batch_size: int = 16,
-    max_prompt_tokens: int = 640, max_new_tokens: int = 0, decoding: str = "free",
+    max_seq_length: int = MAX_SEQ_LENGTH, max_new_tokens: int = 0, decoding: str = "free",
 ) -> TaskEvaluation:
     """Answer every example (decoding "free" or "constrained"), parse (never raising) and score.
 
     max_new_tokens caps the task's own generation budget (0 = the task's budget).
     """
+    start = time.perf_counter()
+    outputs = answer_task(model, tokenizer, task_name, examples, batch_size=batch_size,
+                          max_seq_length=max_seq_length, max_new_tokens=max_new_tokens, decoding=decoding)
+    return score_outputs(task_name, examples, outputs, time.perf_counter() - start)
+
+
+def answer_task(
+    model, tokenizer, task_name: str, examples: list[Example], *, batch_size: int = 16,
+    max_seq_length: int = MAX_SEQ_LENGTH, max_new_tokens: int = 0, decoding: str = "free",
+) -> list[str]:
+    """The model's raw answer to each example (what evaluate_task scores)."""
     task = get_task(task_name)
     budget = min(task.max_new_tokens, max_new_tokens) if max_new_tokens else task.max_new_tokens
-    start = time.perf_counter()
     prompts = [e.prompt for e in examples]
-    outputs = complete(
+    return complete(
         model, tokenizer, task, prompts, [input_text(p) for p in prompts], decoding=decoding,
-        max_new_tokens=budget, batch_size=batch_size, max_prompt_tokens=max_prompt_tokens,
+        max_new_tokens=budget, batch_size=batch_size, max_seq_length=max_seq_length,
         desc=f"eval {task_name}",
     )
-    return score_outputs(task_name, examples, outputs, time.perf_counter() - start)
 
 
 def score_outputs(
@@ -86,13 +96,26 @@ def evaluate_all(model, tokenizer, test: dict[str, list[Example]], **kwargs) -> 
 
 
 HEADLINE_SUFFIXES = ("f1_macro", "accuracy", "rougeL", "bleu")
+# One figure per evaluated model, the runs table's first metric (docs/metrics.md): the mean over
+# the tasks scored of each task's headline metric (labeling f1_macro, harmonization accuracy,
+# impression rougeL), every one on a 0-1 scale, higher is better.
+HEADLINE = "headline"
 
 
 def headline_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """The `<task>/<metric>` headline figures of a metrics dict, rounded for printing."""
-    return {k: round(v, 4) for k, v in metrics.items() if k.endswith(HEADLINE_SUFFIXES) and k.count("/") == 1}
+    """`headline` and the `<task>/<metric>` headline figures of a metrics dict, rounded for printing."""
+    return {k: round(v, 4) for k, v in metrics.items()
+            if k == HEADLINE or (k.endswith(HEADLINE_SUFFIXES) and k.count("/") == 1)}
+
+
+def headline_score(metrics: dict[str, float], tasks) -> float | None:
+    """The mean of each task's headline metric in `metrics`; None when one is missing (or no tasks)."""
+    values = [metrics.get(f"{t}/{get_task(t).headline_metric}") for t in tasks]
+    return None if not values or None in values else sum(values) / len(values)
 
 
 def merged_metrics(evaluations: dict[str, TaskEvaluation]) -> dict[str, float]:
-    """All tasks' metrics in one dict."""
-    return {k: v for ev in evaluations.values() for k, v in ev.metrics.items()}
+    """All tasks' metrics in one dict, plus their `headline` (see HEADLINE)."""
+    merged = {k: v for ev in evaluations.values() for k, v in ev.metrics.items()}
+    headline = headline_score(merged, list(evaluations))
+    return merged if headline is None else {HEADLINE: headline, **merged}

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from pipelines.constrained import decode_constrained
 from pipelines.padding import pad_rows
 from pipelines.tasks.base import Task
-from pipelines.training_data import encode_prompt, fit_prompt
+from pipelines.training_data import MAX_SEQ_LENGTH, encode_prompt, fit_prompt, prompt_budget
 
 
 @torch.no_grad()
@@ -61,14 +61,16 @@ def generate(
 
 
 def complete(model, tokenizer, task: Task, prompts: Sequence[str], inputs: Sequence[str], *,
-             decoding: str, max_new_tokens: int, batch_size: int = 16, max_prompt_tokens: int = 640,
+             decoding: str, max_new_tokens: int, batch_size: int = 16, max_seq_length: int = MAX_SEQ_LENGTH,
              desc: str = "generate") -> list[str]:
     """The model's raw answers to a task's prompts (whose inputs are `inputs`), in order.
 
     decoding "constrained" forces the answer's shape where the task declares one (labeling,
     harmonization); "free", and tasks without a shape (impression), generate greedily and stop
-    early at the task's stop strings. max_new_tokens bounds free generation only.
+    early at the task's stop strings. max_new_tokens bounds free generation only. A long prompt
+    is cut to the task's prompt_budget(max_seq_length), as in training.
     """
+    max_prompt_tokens = prompt_budget(task.name, max_seq_length)
     if decoding == "constrained" and task.constrained is not None:
         return decode_constrained(model, tokenizer, task.constrained, prompts, inputs, batch_size=batch_size,
                                   max_prompt_tokens=max_prompt_tokens, desc=desc)

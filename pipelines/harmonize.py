@@ -18,17 +18,17 @@ $MLFLOW_TRACKING_URI, else ./mlflow.db.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from pipelines.cli import fail, setup_logging
+from pipelines import tracking
+from pipelines.cli import ArgumentParser, add_switch, add_tracking_uri_argument, apply_tracking_uri, fail, setup_logging
+from pipelines.config import PRECISIONS
 from pipelines.harmonizing import HarmonizeConfig, harmonize
 
 
 def parse_args(argv: list[str] | None = None) -> HarmonizeConfig:
     """Command line -> validated HarmonizeConfig."""
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     add = parser.add_argument
     add("--adapter", required=True,
         help="fine-tune run id (last checkpoint unless --epoch), checkpoint run id, or adapter folder")
@@ -40,12 +40,15 @@ def parse_args(argv: list[str] | None = None) -> HarmonizeConfig:
     add("--model", default="", help="base model (default: the one the adapter was trained on)")
     add("--batch-size", type=int, default=16, help="descriptions per generation batch")
     add("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    add("--precision", default="auto", help="auto, fp32, bf16 or fp16")
-    add("--no-track", dest="track", action="store_false", help="write the CSV only; log no MLflow run")
-    add("--study", default="default", help="study tag of the run")
-    add("--experiment", default="clinical-slm", help="MLflow experiment (ignored under mlflow run)")
+    add("--precision", default="auto", choices=PRECISIONS, help="weights and autocast precision (default: auto)")
+    add_switch(parser, "--track", "log the mapping as an MLflow run (--no-track: write the CSV only)", default=True)
+    add("--study-tag", "--study", dest="study", default="default", help="study tag of the run (default: default)")
+    add("--experiment", default="clinical-slm", help="MLflow experiment (default: clinical-slm)")
     add("--run-name", default="", help="MLflow run name (default: harmonize-<input name>)")
-    return HarmonizeConfig(**vars(parser.parse_args(argv)))
+    add_tracking_uri_argument(parser)
+    args = parser.parse_args(argv)
+    apply_tracking_uri(args)
+    return HarmonizeConfig(**{k: v for k, v in vars(args).items() if k != "tracking_uri"})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
           + (" (failed rows have an empty class; see raw_output)" if counts["failed"] else ""))
     if result.run_id:
         print(f"  logged as MLflow run {result.run_id}")
+        print(tracking.where_to_look(result.run_id))
     return 0
 
 

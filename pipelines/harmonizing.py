@@ -36,8 +36,8 @@ from pipelines.data.errors import DataError
 from pipelines.data.series_table import DESCRIPTION_COLUMNS
 from pipelines.data.tables import XLSX_SUFFIXES, read_table, split_sheet
 from pipelines.generation import generate
-from pipelines.models import load_model_and_tokenizer, resolve_device, resolve_model, resolve_precision
-from pipelines.scoring import AdapterRef, resolve_adapter
+from pipelines.models import load_model_and_tokenizer, preset_of, resolve_device, resolve_model, resolve_precision
+from pipelines.scoring import AdapterRef, require_store_for, resolve_adapter
 from pipelines.tasks import get_task
 from pipelines.tasks.base import format_prompt
 
@@ -171,7 +171,7 @@ def base_model_name(config: HarmonizeConfig, adapter: AdapterRef) -> str:
     base = adapter_config.get("base_model_name_or_path") or ""
     if not base:
         raise ConfigError(f"adapter {adapter.folder} does not name its base model; pass --model")
-    return base
+    return preset_of(base)
 
 
 def load_adapter_model(model_name: str, adapter: AdapterRef, precision: str, device: str):
@@ -223,6 +223,7 @@ def write_mapping(rows: list[dict[str, str | int]], path: Path) -> Path:
 def harmonize(config: HarmonizeConfig) -> HarmonizeResult:
     """Classify every distinct description of `config.input`; write (and log) the mapping CSV."""
     # -- tracking: needed to find a logged adapter even when nothing is logged
+    require_store_for(config.adapter)
     if config.track:
         tracking.setup_tracking(config.experiment)
     else:
@@ -289,6 +290,7 @@ def _log_run(config: HarmonizeConfig, found: Descriptions, result: HarmonizeResu
             "perf/harmonize_seconds": seconds,
         })
         mlflow.log_artifact(str(result.output), "harmonize")
+        tracking.log_prediction_tables({"harmonization": result.rows}, run.info.run_id)
         tracking.log_json({"config": asdict(config), "counts": result.counts}, "harmonize/summary.json")
         log.info("harmonize run %s", run.info.run_id)
         return run.info.run_id

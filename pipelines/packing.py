@@ -27,7 +27,7 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
-from pipelines.training_data import IGNORE_INDEX, ResponseOnlyCollator
+from pipelines.training_data import IGNORE_INDEX, TOKEN_WEIGHTS, ResponseOnlyCollator
 
 log = logging.getLogger(__name__)
 
@@ -102,17 +102,20 @@ class PackingCollator:
     def __call__(self, batch: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         input_ids: list[int] = []
         labels: list[int] = []
+        weights: list[float] = []
         positions: list[int] = []
         edges = [0]
         for item in batch:
             n = len(item["input_ids"])
             input_ids += item["input_ids"]
             labels += [IGNORE_INDEX, *item["labels"][1:]]
+            weights += [0.0, *item.get(TOKEN_WEIGHTS, [])[1:]]
             positions += range(n)
             edges.append(edges[-1] + n)
         cumulative = torch.tensor(edges, dtype=torch.int32)
         longest = max(b - a for a, b in zip(edges[:-1], edges[1:], strict=True))
-        return {
+        extra = {TOKEN_WEIGHTS: torch.tensor([weights])} if TOKEN_WEIGHTS in batch[0] else {}
+        return extra | {
             "input_ids": torch.tensor([input_ids]),
             "labels": torch.tensor([labels]),
             "position_ids": torch.tensor([positions]),

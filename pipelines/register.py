@@ -14,22 +14,32 @@ Then serve it on this machine (loopback only) and ask it something:
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 from mlflow.exceptions import MlflowException
 
-from pipelines.cli import add_config_arguments, config_from_args, fail, setup_logging
+from pipelines import tracking
+from pipelines.cli import (
+    ArgumentParser,
+    add_config_arguments,
+    add_tracking_uri_argument,
+    apply_tracking_uri,
+    config_from_args,
+    fail,
+    setup_logging,
+)
 from pipelines.registration import RegisterConfig, register
 
 
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     add_config_arguments(parser, RegisterConfig)
+    add_tracking_uri_argument(parser)
     try:
-        config = config_from_args(parser.parse_args(argv), RegisterConfig, {})
+        args = parser.parse_args(argv)
+        apply_tracking_uri(args)
+        config = config_from_args(args, RegisterConfig, {})
         result = register(config)
     except (ValueError, RuntimeError, MlflowException) as exc:
         return fail(exc)
@@ -37,6 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Registered {result.name} version {result.version} as {result.alias_uri}: fine-tune "
           f"{chosen.finetune.info.run_id} epoch {chosen.epoch} ({chosen.metric} = {chosen.value})")
     print(f"Serve it: mlflow models serve -m {result.alias_uri} --env-manager local -p 5001")
+    print(tracking.where_to_look(result.run_id))
     return 0
 
 

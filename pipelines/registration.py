@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException
 from pipelines import tracking
 from pipelines.assistant_model import ADAPTER_ARTIFACT, BASE_MODEL_ARTIFACT, OUTPUT_COLUMNS
 from pipelines.config import ConfigError, check_decoding, flat_params
-from pipelines.tasks import get_task
+from pipelines.evaluation import headline_score
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +160,7 @@ def metric_value(run: Run, metric: str, tasks: tuple[str, ...]) -> float | None:
     metrics = run.data.metrics
     if metric != HEADLINE_MEAN:
         return metrics.get(metric)
-    values = [metrics.get(f"{t}/{get_task(t).headline_metric}") for t in tasks]
-    return None if not values or None in values else sum(values) / len(values)
+    return headline_score(metrics, tasks)
 
 
 def select_checkpoint(config: RegisterConfig) -> Selection:
@@ -287,7 +286,7 @@ def serving_config(selection: Selection, config: RegisterConfig) -> dict:
     ft_params = selection.finetune.data.params
     # Flat values: MLflow also logs model_config as run params, next to the same `tasks` param.
     return {"tasks": ",".join(selection.tasks), "batch_size": config.batch_size,
-            "max_prompt_tokens": int(ft_params.get("max_seq_length", 768)),
+            "max_seq_length": int(ft_params.get("max_seq_length", 768)),
             "max_new_tokens": int(ft_params.get("max_new_tokens", 0)), "decoding": config.decoding,
             "device": "auto", "precision": "auto", "merge_adapter": False}
 
@@ -340,7 +339,7 @@ def add_version(config: RegisterConfig, info, selection: Selection, source: dict
 
 def register(config: RegisterConfig) -> Registered:
     """Log the chosen checkpoint as a pyfunc, register it under `name` and point `alias` at it."""
-    tracking.setup_tracking(config.experiment)
+    tracking.setup_tracking(config.experiment, must_exist=True)  # it picks a logged fine-tune
     selection = select_checkpoint(config)
     source = provenance(selection, config)
     metrics = headline_metrics(selection.checkpoint)

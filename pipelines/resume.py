@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LATEST = "latest"
-NOT_COMPARED = {"extra_tags", "output_dir"}  # not a param; where, not how, it trains
+NOT_COMPARED = {"extra_tags", "output_dir", "processes", "system_metrics"}  # not a param, or no effect on results
 
 
 def stored_values(params: dict[str, str]) -> dict[str, Any]:

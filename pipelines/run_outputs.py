@@ -49,6 +49,11 @@ def read_json(path: Path) -> Any | None:
         return None
 
 
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file (predictions/<task>.jsonl), in order."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
 @dataclass(frozen=True)
 class ResumableCheckpoint:
     """A complete Trainer checkpoint: where it is and how far training had got."""

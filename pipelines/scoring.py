@@ -11,7 +11,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 
 from pipelines import tracking
-from pipelines.config import ConfigError, EvaluateConfig
+from pipelines.config import ConfigError, EvaluateConfig, config_document
 from pipelines.data.sources import load_data
 from pipelines.data.split import manifest, split_bundle
 from pipelines.evaluation import evaluate_all, merged_metrics
@@ -45,6 +45,16 @@ def _checkpoint_run(run, epoch: int):
     return by_epoch[epoch or max(by_epoch)]
 
 
+def require_store_for(ref: str) -> None:
+    """An --adapter that is not a folder must be a run id, so the store must exist: refuse before an
+    empty one is created (e.g. started from another folder)."""
+    if ref and not Path(ref).expanduser().is_dir():
+        try:
+            tracking.check_store_exists(tracking.default_tracking_uri())
+        except tracking.TrackingUnavailableError as exc:
+            raise ConfigError(f"--adapter {ref!r} is neither a folder nor a run id: {exc}") from None
+
+
 def resolve_adapter(ref: str, epoch: int, scratch: Path) -> AdapterRef:
     """Turn --adapter (folder or run id) into a local adapter folder, downloading if logged."""
     if not ref:
@@ -67,6 +77,7 @@ def resolve_adapter(ref: str, epoch: int, scratch: Path) -> AdapterRef:
 
 def evaluate_model(config: EvaluateConfig) -> str:
     """Score the adapter or base model on the chosen split; returns the evaluation run id."""
+    require_store_for(config.adapter)
     tracking.setup_tracking(config.experiment)
     bundle = load_data(config.data)
     splits = split_bundle(bundle, config.split_seed)
@@ -93,14 +104,12 @@ def evaluate_model(config: EvaluateConfig) -> str:
             mlflow.set_tags({"role": "evaluation", "study": config.study, "model": model_name,
                              "tasks": ",".join(config.tasks), "evaluation": kind})
             tracking.log_json(manifest(bundle, splits, config.split_seed), "data/split_manifest.json")
+            tracking.log_json(config_document(config), "config/evaluate.yaml")  # --config repeats it
             evaluations = evaluate_all(model, tokenizer, test, batch_size=config.eval_batch_size,
-                                       max_prompt_tokens=config.max_seq_length,
+                                       max_seq_length=config.max_seq_length,
                                        max_new_tokens=config.max_new_tokens, decoding=config.decoding)
             tracking.log_metrics_at(merged_metrics(evaluations), step=adapter.epoch)
-            with tracking.scratch_dir("predictions-") as folder:
-                for task_name, ev in evaluations.items():
-                    tracking.write_jsonl(ev.predictions, folder / f"{task_name}.jsonl")
-                tracking.log_folder(folder, "predictions")
+            tracking.log_predictions({task_name: ev.predictions for task_name, ev in evaluations.items()})
             log.info("evaluation run %s: %s", run.info.run_id,
                      json.dumps({k: round(v, 4) for k, v in merged_metrics(evaluations).items() if k.count("/") == 1}))
             return run.info.run_id

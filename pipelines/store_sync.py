@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run
 
 from pipelines import tracking
-from pipelines.run_outputs import RunOutputs, read_json, write_json_atomic
+from pipelines.run_outputs import RunOutputs, read_json, read_jsonl, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -181,6 +181,8 @@ class RunSync:
             folder = self.outputs.epoch_dir(epoch)
             for part in ("adapter", "predictions"):
                 self.client.log_artifacts(child_id, str(folder / part), part)
+            tables = {p.stem: read_jsonl(p) for p in sorted((folder / "predictions").glob("*.jsonl"))}
+            tracking.log_prediction_tables(tables, child_id, self.client)
             self.client.set_terminated(child_id, "FINISHED")
         except BaseException as exc:
             if not tracking.is_tracking_outage(exc):

@@ -17,11 +17,11 @@ import argparse
 import math
 import os
 import sys
+from pathlib import Path
 
 import mlflow
 
-from pipelines.cli import fail, setup_logging
-from pipelines.config import BOOLEAN_WORDS, parse_bool
+from pipelines.cli import ArgumentParser, add_switch, add_tracking_uri_argument, apply_tracking_uri, fail, setup_logging
 from pipelines.studies import (
     ClaimStore,
     default_claims_url,
@@ -30,31 +30,42 @@ from pipelines.studies import (
     format_plan,
     load_study,
     parse_overrides,
-    run_states,
     run_study,
 )
 from pipelines.studies.claims import DEFAULT_STALE_AFTER_S
-from pipelines.tracking import check_tracking_uri, default_tracking_uri
-
-SWITCHES: set[str] = set()
+from pipelines.studies.plan import DEFAULT_THROUGHPUT, plan_notes, planned_states
+from pipelines.tracking import (
+    DEFAULT_EXPERIMENT_ID,
+    adopt_project_run,
+    check_tracking_uri,
+    default_tracking_uri,
+    discard_project_run,
+    where_to_look,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("file", help="study file, e.g. studies/demo.yaml")
-    flag(parser, "--plan", "print the runs, their state and cost; run nothing")
-    flag(parser, "--fail-fast", "stop at the first failed run")
-    parser.add_argument("--worker-id", default="", help="name in the claims table (default: host-pid-random)")
-    parser.add_argument("--claims", default="", help="SQLAlchemy URL of the claims database")
+    parser = ArgumentParser(description=__doc__)
+    parser.add_argument("file", help="study file (a YAML list of runs), e.g. studies/demo.yaml")
+    add_switch(parser, "--plan", "print the runs, their state, their cost and how they differ from the paper; "
+                                 "run and write nothing")
+    add_switch(parser, "--fail-fast", "stop at the first failed run")
+    parser.add_argument("--worker-id", default="", help="name in the claims table ('' = host-pid-random)")
+    parser.add_argument("--claims", default="",
+                        help="SQLAlchemy URL of the claims database ('' = study-claims.db next to a SQLite store)")
     parser.add_argument("--stale-after", type=positive_seconds, default=DEFAULT_STALE_AFTER_S,
-                        help="seconds without a heartbeat after which a claimed run is taken over")
+                        help="seconds without a heartbeat after which a claimed run is taken over (default: "
+                             f"{DEFAULT_STALE_AFTER_S:g})")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a setting in every run (repeatable, or ';'-separated)")
-    flag(parser, "--allow-remote", "let baselines send report text to non-local endpoints (e.g. GPT-4o)")
+    add_switch(parser, "--allow-remote", "let baselines send report text to non-local endpoints (e.g. GPT-4o)")
     parser.add_argument("--only", action="append", default=[], metavar="PATTERN",
                         help="run only runs whose names match (shell pattern, repeatable), e.g. 'opt-350m-*'")
-    flag(parser, "--no-analysis", "skip the analysis and report at the end")
+    add_switch(parser, "--analysis", "run the analysis and report at the end", default=True)
+    parser.add_argument("--throughput", default=str(DEFAULT_THROUGHPUT), metavar="JSON",
+                        help="with --plan: measured throughput for the hours estimate "
+                             "(python -m benchmarks.throughput --output-json) (default: the H200's)")
+    add_tracking_uri_argument(parser)
     return parser
 
 
@@ -69,26 +80,15 @@ def positive_seconds(text: str) -> float:
     return value
 
 
-def flag(parser: argparse.ArgumentParser, name: str, help_text: str) -> None:
-    """A switch that also takes true/false, so MLproject parameters can set it."""
-    SWITCHES.add(name)
-    parser.add_argument(name, nargs="?", const=True, default=False, metavar="true|false",
-                        type=lambda v: parse_bool(v, name.lstrip("-")), help=help_text)
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Parse; a bare switch never swallows the next word (`--plan studies/x.yaml` works)."""
-    parser = build_parser()
-    words = list(sys.argv[1:] if argv is None else argv)
-    for i, word in enumerate(words[:-1]):
-        if word in SWITCHES and words[i + 1].lower() not in BOOLEAN_WORDS:
-            words[i] = f"{word}=true"
-    return parser.parse_args(words)
+    return build_parser().parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
     args = parse_args(argv)
+    apply_tracking_uri(args)
     # -- the study file, validated, and the stores
     try:
         overrides = parse_overrides(args.set) | ({"allow_remote": True} if args.allow_remote else {})
@@ -96,24 +96,29 @@ def main(argv: list[str] | None = None) -> int:
         uri = default_tracking_uri()
         check_tracking_uri(uri)
         mlflow.set_tracking_uri(uri)
-        if os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run`: its experiment holds the runs
-            run = mlflow.get_run(os.environ["MLFLOW_RUN_ID"])
-            study.experiment = mlflow.get_experiment(run.info.experiment_id).name
-        claims = ClaimStore(args.claims or default_claims_url(uri), args.stale_after)
+        if os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run`: the experiment it was given holds the runs
+            experiment_id = mlflow.get_run(os.environ["MLFLOW_RUN_ID"]).info.experiment_id
+            if experiment_id != DEFAULT_EXPERIMENT_ID:
+                study.experiment = mlflow.get_experiment(experiment_id).name
+        claims_url = args.claims or default_claims_url(uri)
+
+        # -- plan only: reads the stores, writes nothing (under `mlflow run`, its run is deleted)
+        if args.plan:
+            costs = {run.name: estimate_cost(run) for run in study.runs}
+            print(format_plan(study, planned_states(study, uri, claims_url, args.stale_after), costs))
+            print("\n".join(plan_notes(study, Path(args.throughput))))
+            discard_project_run("a plan runs nothing")
+            return 0
+        claims = ClaimStore(claims_url, args.stale_after)
     except (ValueError, RuntimeError) as exc:
         return fail(exc)
 
-    # -- plan only
-    if args.plan:
-        costs = {run.name: estimate_cost(run) for run in study.runs}
-        print(format_plan(study, run_states(study, claims), costs))
-        return 0
-
-    # -- run what is missing (under `mlflow run`, inside the run it created)
+    # -- run what is missing (under `mlflow run`, inside the run it created, moved out of Default)
     worker = args.worker_id or default_worker_id()
-    options = {"fail_fast": args.fail_fast, "post_steps": not args.no_analysis, "only": args.only}
+    options = {"fail_fast": args.fail_fast, "post_steps": args.analysis, "only": args.only}
     try:
         if os.environ.get("MLFLOW_RUN_ID"):
+            adopt_project_run(study.experiment)
             with mlflow.start_run():
                 mlflow.set_tags({"role": "study", "study": study.name})
                 report = run_study(study, claims, worker, **options)
@@ -129,6 +134,9 @@ def main(argv: list[str] | None = None) -> int:
     print("complete" if report.complete else "not complete yet: run the command again (or on another worker)")
     for note in report.post:
         print(f"  {note}")
+    experiment = mlflow.get_experiment_by_name(study.experiment)
+    if experiment is not None:
+        print(where_to_look(uri=uri, experiment_id=experiment.experiment_id))
     return 1 if report.failed else 0
 
 

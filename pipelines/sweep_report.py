@@ -52,8 +52,8 @@ def trial_counts(study: optuna.Study) -> dict[str, int]:
 def rerun_command(space: SweepSpace, trial: FrozenTrial, study_tag: str, run_name: str) -> str:
     """`python -m pipelines.finetune ...` with the trial's values; evaluated on the test split."""
     config = space.trial_config(dict(trial.params))
-    default = FinetuneConfig()
-    argv = ["python", "-m", "pipelines.finetune"]
+    default = FinetuneConfig()  # the paper's values: the base of `--preset paper`
+    argv = ["python", "-m", "pipelines.finetune", "--preset", "paper"]
     for f in fields(FinetuneConfig):
         value = getattr(config, f.name)
         if f.name in RERUN_SKIP or value == getattr(default, f.name):

@@ -152,10 +152,11 @@ class TrialObjective:
 
     def _reporter(self, trial: optuna.Trial):
         """The checkpoint hook: log and report the objective; True (stop training) if the pruner says so."""
-        def report(epoch: int, metrics: dict[str, float]) -> bool:
+        def report(run_id: str, epoch: int, metrics: dict[str, float]) -> bool:
             value = self.objective.value(metrics)
-            mlflow.log_metric("sweep/objective", value, step=epoch)  # on the trial run
-            trial.set_user_attr("mlflow_run_id", mlflow.active_run().info.run_id)
+            # on the trial run (by id: with --processes it runs in other processes)
+            mlflow.MlflowClient().log_metric(run_id, "sweep/objective", value, step=epoch)
+            trial.set_user_attr("mlflow_run_id", run_id)
             trial.report(value, epoch)
             return trial.should_prune()
 

@@ -117,27 +117,182 @@ def check_tracking_uri(uri: str, timeout_s: float = 5.0) -> None:
             raise TrackingUnavailableError(f"tracking folder {folder} is not writable")
 
 
-def connect() -> str:
-    """Point MLflow at the tracking store (retry defaults set, reachability checked); returns the URI."""
+def check_store_exists(uri: str) -> None:
+    """Raise TrackingUnavailableError when a SQLite store's file is missing: a reader would otherwise
+    create an empty store there and find no runs (e.g. when started from another folder)."""
+    if urlparse(uri).scheme == "sqlite":
+        db = Path(uri.split("sqlite:///", 1)[-1])
+        if not db.is_file():
+            raise TrackingUnavailableError(
+                f"no MLflow store at {uri} ({db} does not exist); run from the folder holding mlflow.db, "
+                "or pass --tracking-uri (or set MLFLOW_TRACKING_URI)")
+
+
+def shown_uri(uri: str) -> str:
+    """The URI without a user name or password, for messages."""
+    parsed = urlparse(uri)
+    if parsed.password is None and parsed.username is None:
+        return uri
+    return parsed._replace(netloc=parsed.hostname + (f":{parsed.port}" if parsed.port else "")).geturl()
+
+
+def connect(must_exist: bool = False) -> str:
+    """Point MLflow at the tracking store (retry defaults set, reachability checked) and log which
+    store it is; returns the URI. must_exist: refuse a SQLite store that does not exist yet (readers)."""
     configure_http_retries()
     uri = default_tracking_uri()
     check_tracking_uri(uri)
+    if must_exist:
+        check_store_exists(uri)
     mlflow.set_tracking_uri(uri)
+    log.info("MLflow store: %s", shown_uri(uri))
     return uri
 
 
-def setup_tracking(experiment: str) -> str:
+# -- links into the MLflow UI (MLflow 3's app routes: a hash router; `workflowType=machine_learning`
+# opens an experiment on its runs table instead of the GenAI overview)
+UI_ADDRESS = "http://127.0.0.1:5000"  # where `mlflow ui` serves by default
+
+
+def ui_address(uri: str) -> str:
+    """The UI's address for a store: a tracking server serves its own UI; a local store needs `mlflow ui`."""
+    return shown_uri(uri).rstrip("/") if urlparse(uri).scheme in ("http", "https") else UI_ADDRESS
+
+
+def experiment_link(experiment_id: str, uri: str) -> str:
+    """The experiment's runs table in the MLflow UI."""
+    return f"{ui_address(uri)}/#/experiments/{experiment_id}?workflowType=machine_learning"
+
+
+def run_link(experiment_id: str, run_id: str, uri: str) -> str:
+    """One run's page in the MLflow UI."""
+    return f"{ui_address(uri)}/#/experiments/{experiment_id}/runs/{run_id}"
+
+
+def where_to_look(run_id: str = "", uri: str | None = None, experiment_id: str = "") -> str:
+    """Finish-message lines: how to open the UI on this store, then links to the experiment's runs
+    and to `run_id` (its experiment is looked up unless given)."""
+    uri = uri or mlflow.get_tracking_uri()
+    experiment_id = experiment_id or mlflow.MlflowClient(uri).get_run(run_id).info.experiment_id
+    lines = [] if urlparse(uri).scheme in ("http", "https") else [
+        f"Open the MLflow UI:  mlflow ui --backend-store-uri {uri}   then:"]
+    lines.append(f"  runs:     {experiment_link(experiment_id, uri)}")
+    if run_id:
+        lines.append(f"  this run: {run_link(experiment_id, run_id, uri)}")
+    return "\n".join(lines)
+
+
+def setup_tracking(experiment: str, must_exist: bool = False) -> str:
     """Point MLflow at the tracking store and experiment; returns the URI.
 
-    Under `mlflow run` the experiment and run are already chosen (MLFLOW_RUN_ID): keep them.
-    MLFLOW_EXPERIMENT_ID alone is no such sign: mlflow.set_experiment itself exports it, so it
-    outlives the store it belonged to in a long process.
+    Under `mlflow run` the run is already created (MLFLOW_RUN_ID): keep it, in the experiment the
+    user chose (--experiment-name); one left in the Default experiment moves to `experiment`
+    (adopt_project_run). MLFLOW_EXPERIMENT_ID alone is no such sign: mlflow.set_experiment itself
+    exports it, so it outlives the store it belonged to in a long process.
     """
-    uri = connect()
-    if not os.environ.get("MLFLOW_RUN_ID"):
+    uri = connect(must_exist)
+    if os.environ.get("MLFLOW_RUN_ID"):
+        adopt_project_run(experiment)
+    else:
         ensure_experiment(experiment)
         mlflow.set_experiment(experiment)
     return uri
+
+
+DEFAULT_EXPERIMENT_ID = "0"  # MLflow's "Default" experiment
+REAP_WAIT_S = 120.0  # how long a reaper waits for `mlflow run` to end its run
+_ADOPTED: set[str] = set()  # runs adopt_project_run created: `mlflow run` does not know them
+
+
+def adopt_project_run(experiment: str) -> None:
+    """Under `mlflow run` without --experiment-name, move MLflow's run out of the Default experiment.
+
+    The MLproject file cannot name an experiment, so `mlflow run` puts its run in Default unless
+    told otherwise. A new run in `experiment`, with the same name, tags and params, becomes this
+    command's run (MLFLOW_RUN_ID, so every later start_run continues it); MLflow's run is deleted
+    once `mlflow run` has ended it (delete_when_ended).
+    """
+    from mlflow.entities import Param
+
+    client = mlflow.MlflowClient()
+    wrapper = client.get_run(os.environ["MLFLOW_RUN_ID"])
+    if wrapper.info.experiment_id != DEFAULT_EXPERIMENT_ID:
+        return
+    if client.get_experiment(DEFAULT_EXPERIMENT_ID).name == experiment:
+        return
+    ensure_experiment(experiment)
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    tags = {k: v for k, v in wrapper.data.tags.items() if k != "mlflow.runName"}
+    run = client.create_run(experiment_id, tags=tags, run_name=wrapper.info.run_name)
+    params = [Param(k, v) for k, v in wrapper.data.params.items()]
+    for start in range(0, len(params), 100):  # MLflow's batch limit
+        client.log_batch(run.info.run_id, params=params[start:start + 100])
+    client.set_tag(wrapper.info.run_id, "moved_to", run.info.run_id)
+    delete_when_ended(wrapper.info.run_id)
+    _ADOPTED.add(run.info.run_id)
+    os.environ["MLFLOW_RUN_ID"] = run.info.run_id
+    os.environ["MLFLOW_EXPERIMENT_ID"] = experiment_id
+    log.info("mlflow run put its run in the Default experiment; it continues as run %s in experiment %r "
+             "(mlflow run --experiment-name NAME picks another)", run.info.run_id, experiment)
+
+
+def discard_project_run(reason: str) -> str:
+    """Leave no run behind under `mlflow run` after bad input, or after a plan: delete the run MLflow
+    created for this command (MLFLOW_RUN_ID), once `mlflow run` has ended it. A run that already
+    holds results (metrics or a role tag: the command got past its checks) is kept, with the reason
+    as tag `failure_reason`. Returns 'deleted', 'kept' or '' (not under mlflow run, or no store)."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return ""
+    try:
+        client = mlflow.MlflowClient()
+        run = client.get_run(run_id)
+        if run.info.lifecycle_stage != "active":
+            return ""
+        client.set_tag(run_id, "failure_reason", reason[:5000])
+        if run.info.status == "RUNNING" and run_id in _ADOPTED:  # ours to end, not `mlflow run`'s
+            client.set_terminated(run_id, "FAILED")
+        if run.data.metrics or "role" in run.data.tags:
+            return "kept"
+        if run_id in _ADOPTED:
+            client.delete_run(run_id)
+        else:
+            delete_when_ended(run_id)
+        return "deleted"
+    except Exception as exc:  # already failing: a store error must not hide the user's mistake
+        log.warning("could not clean up mlflow run's run %s: %s", run_id, exc)
+        return ""
+
+
+def delete_when_ended(run_id: str) -> None:
+    """Delete `run_id` once `mlflow run` has ended it, after this process exits.
+
+    `mlflow run` ends its run after the command exits and fails on a deleted one (mlflow 3.17's
+    _maybe_set_run_terminated compares a status string with RunStatus integers, so it always
+    updates the run). A detached reaper (reap_run) therefore waits for that update, then deletes.
+    """
+    import atexit
+
+    atexit.register(_start_reaper, run_id)
+
+
+def _start_reaper(run_id: str) -> None:
+    import sys
+
+    subprocess.Popen([sys.executable, "-c", f"from pipelines.tracking import reap_run; reap_run({run_id!r})"],
+                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                     start_new_session=True)
+
+
+def reap_run(run_id: str, wait_s: float = REAP_WAIT_S) -> None:
+    """Wait until run `run_id` is no longer RUNNING (at most `wait_s`), then delete it."""
+    client = mlflow.MlflowClient()
+    deadline = time.monotonic() + wait_s
+    while client.get_run(run_id).info.status == "RUNNING" and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if client.get_run(run_id).info.status == "RUNNING":  # `mlflow run` itself was killed
+        client.set_terminated(run_id, "FAILED")
+    client.delete_run(run_id)
 
 
 def ensure_experiment(name: str) -> None:
@@ -269,6 +424,42 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
     """A temporary folder for files about to be logged as artifacts."""
     with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
         yield Path(tmp)
+
+
+def prediction_table(records: list[dict[str, Any]]):
+    """Prediction records as a DataFrame the MLflow UI tabulates: nested values (a labeling
+    reference's 14 labels, per-example scores) become JSON text in their column."""
+    import pandas as pd
+
+    def cell(value: Any) -> Any:
+        return json.dumps(value, ensure_ascii=False, sort_keys=True) if isinstance(value, (dict, list)) else value
+
+    return pd.DataFrame([{k: cell(v) for k, v in r.items()} for r in records])
+
+
+def table_file(task: str) -> str:
+    """Where a task's predictions table goes, beside predictions/<task>.jsonl (which analysis reads)."""
+    return f"predictions/{task}.json"
+
+
+def log_prediction_tables(records_by_task: dict[str, list[dict[str, Any]]], run_id: str,
+                          client: mlflow.MlflowClient | None = None) -> None:
+    """Each task's predictions as an MLflow table (the UI's Evaluation view and mlflow.load_table read
+    it); skipped where the run has the table already: log_table appends to an existing one."""
+    client = client or mlflow.MlflowClient()
+    have = {a.path for a in client.list_artifacts(run_id, "predictions")}
+    for task, records in records_by_task.items():
+        if table_file(task) not in have and records:
+            client.log_table(run_id, prediction_table(records), table_file(task))
+
+
+def log_predictions(records_by_task: dict[str, list[dict[str, Any]]]) -> None:
+    """The active run's predictions: predictions/<task>.jsonl (one record per line) and each as a table."""
+    with scratch_dir("predictions-") as folder:
+        for task, records in records_by_task.items():
+            write_jsonl(records, folder / f"{task}.jsonl")
+        log_folder(folder, "predictions")
+    log_prediction_tables(records_by_task, mlflow.active_run().info.run_id)
 
 
 def write_jsonl(records: list[dict[str, Any]], path: Path) -> Path:

@@ -25,15 +25,16 @@ from pathlib import Path
 
 import mlflow
 from mlflow.entities import Run
-from transformers import TrainerCallback, TrainingArguments, set_seed
+from transformers import PrinterCallback, ProgressCallback, TrainerCallback, TrainingArguments, set_seed
 
-from pipelines import preflight, tracking
-from pipelines.config import FinetuneConfig
+from pipelines import distributed, preflight, tracking
+from pipelines.config import ConfigError, FinetuneConfig, config_document
 from pipelines.data.sources import load_data
 from pipelines.data.split import carve_validation, manifest, split_bundle
 from pipelines.epoch_sampler import EpochSeededTrainer
-from pipelines.evaluation import TaskEvaluation, evaluate_all, merged_metrics
+from pipelines.evaluation import TaskEvaluation, merged_metrics
 from pipelines.examples import TaskExamples, build_examples
+from pipelines.model_card import CardFacts, finish_adapter
 from pipelines.models import (
     ResolvedModel,
     load_model_and_tokenizer,
@@ -47,12 +48,13 @@ from pipelines.run_outputs import LOSS_CARRY, ResumableCheckpoint, RunOutputs, r
 from pipelines.run_signals import GracefulStop, TrainingInterrupted
 from pipelines.store_sync import RunSync, TrackingOutageError, upload_command
 from pipelines.training_data import EncodedDataset, encode_example
+from pipelines.value_weighting import ValueWeightedTrainer, add_value_weights
 
 log = logging.getLogger(__name__)
 
-# Called after each checkpoint evaluation with (epoch, metrics); returning True stops training
-# after this epoch (the sweep's pruner does this), and the run is tagged `stopped_early`.
-CheckpointHook = Callable[[int, dict[str, float]], bool | None]
+# Called after each checkpoint evaluation with (fine-tune run id, epoch, metrics); returning True
+# stops training after this epoch (the sweep's pruner does this), and the run is tagged `stopped_early`.
+CheckpointHook = Callable[[str, int, dict[str, float]], bool | None]
 
 
 @dataclass
@@ -85,6 +87,7 @@ class Prepared:
 def prepare(config: FinetuneConfig) -> Prepared:
     """Resolve model, device, data, split and examples; every bad input fails here, before a run."""
     model_ref = resolve_model(config.model)
+    _check_processes(config)
     device = resolve_device(config.device)
     precision = resolve_precision(config.precision, device)
     bundle = load_data(config.data)
@@ -96,6 +99,15 @@ def prepare(config: FinetuneConfig) -> Prepared:
     )
     return Prepared(config, model_ref, device, precision, examples,
                     manifest(bundle, splits, config.split_seed), bundle, splits)
+
+
+def _check_processes(config: FinetuneConfig) -> None:
+    """Raise ConfigError unless the effective batch splits over the processes (distributed.per_device_batch)."""
+    world = distributed.world()
+    if world.size > 1 and config.processes not in (1, world.size):
+        raise ConfigError(f"--processes {config.processes}, but the launcher started {world.size} processes; "
+                          "drop --processes under torchrun / accelerate launch")
+    distributed.per_device_batch(config.batch_size, config.grad_accum, max(world.size, config.processes))
 
 
 def build_lora_model(model, config: FinetuneConfig, targets: tuple[str, ...]):
@@ -131,9 +143,11 @@ class CheckpointCallback(TrainerCallback):
     The Trainer's epoch end runs on_log (the epoch's loss), then saves the resumable state, then
     on_save: the evaluation runs in on_save, after the state is safe on disk. A session resumed
     from that state evaluates in on_train_begin if the one before was cut short before finishing.
+    With several processes every rank runs these hooks at the same points: the evaluation is
+    sharded, and only rank 0 (the one with a `sync`) writes and logs.
     """
 
-    def __init__(self, prepared: Prepared, tokenizer, sync: RunSync, outputs: RunOutputs,
+    def __init__(self, prepared: Prepared, tokenizer, sync: RunSync | None, outputs: RunOutputs,
                  result: FinetuneResult, hook: CheckpointHook | None, stop: GracefulStop,
                  loss_carry: dict | None = None) -> None:
         self.p, self.tokenizer, self.sync, self.outputs = prepared, tokenizer, sync, outputs
@@ -144,25 +158,39 @@ class CheckpointCallback(TrainerCallback):
         self.eval_seconds = 0.0
         self.model = None
 
+    @property
+    def main(self) -> bool:
+        """Whether this process writes and logs the run (rank 0, or the only process)."""
+        return self.sync is not None
+
+    def stop_requested(self) -> bool:
+        """Whether any rank received SIGINT/SIGTERM; every rank asks at the same points, so all stop together."""
+        return bool(distributed.agreed_max(self.stop.signum or 0))
+
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.last_logged_step = state.global_step
         epoch = whole_epoch(state.epoch) if state.global_step else None
-        if self.stop.requested:
+        if self.stop_requested():
             control.should_training_stop = True
         elif epoch in self.p.config.checkpoint_epochs and epoch not in self.done:
             self._evaluate_checkpoint(epoch, model or self.model, control)
 
     def on_step_end(self, args, state, control, **kwargs):
-        if self.stop.requested:
+        if self.stop_requested():
             control.should_training_stop = True  # the Trainer then saves at its epoch end
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        """The Trainer's loss averages the steps since its last log; an epoch split by a resume
-        adds the part saved before (loss_carry.json) so train/loss is the whole epoch's mean."""
+        """Each optimizer step's loss as train/loss_step (step = optimizer step); the epoch's mean as
+        train/loss. The Trainer's loss averages the steps since its last log; the steps of an epoch
+        so far are carried (and saved as loss_carry.json with a mid-epoch state) until its end."""
+        if logs and "train_runtime" in logs and self.main:
+            log.info("training done: %.1f s, mean train loss %.4f", logs["train_runtime"], logs.get("train_loss", 0))
         if not logs or "loss" not in logs:
             return
         steps = state.global_step - self.last_logged_step
         self.last_logged_step = state.global_step
+        if steps and self.main:
+            self.sync.log_metrics({"train/loss_step": logs["loss"]}, step=state.global_step)
         epoch = math.ceil(state.epoch - 1e-6)
         total = logs["loss"] * steps
         if self.carry and self.carry["epoch"] == epoch:
@@ -170,13 +198,15 @@ class CheckpointCallback(TrainerCallback):
         self.carry = None
         if whole_epoch(state.epoch) is None:
             self.carry = {"epoch": epoch, "global_step": state.global_step, "loss_sum": total, "steps": steps}
-        elif steps:
+        elif steps and self.main:
             self.sync.log_metrics({"train/loss": total / steps}, step=epoch)
+            log.info("epoch %d/%d: train/loss %.4f (%d optimizer steps)", epoch, self.p.config.epochs,
+                     total / steps, steps)
 
     def on_save(self, args, state, control, model=None, **kwargs):
-        if self.carry:
+        if self.carry and self.main:
             write_json_atomic(self.carry, Path(args.output_dir) / f"checkpoint-{state.global_step}" / LOSS_CARRY)
-        if self.stop.requested:
+        if self.stop_requested():
             # stop right at this saved state: its evaluation (if due) runs when the run is resumed
             control.should_training_stop = True
             return
@@ -188,22 +218,28 @@ class CheckpointCallback(TrainerCallback):
         if self.checkpoint(epoch, model):
             control.should_training_stop = True
             self.result.stopped_early_at = epoch
-            mlflow.set_tag("stopped_early", str(epoch))
+            if self.main:
+                mlflow.set_tag("stopped_early", str(epoch))
 
     def checkpoint(self, epoch: int, model) -> bool:
         """Evaluate, save the adapter, predictions and metrics locally, then log them to a child run.
 
-        Returns True when the checkpoint hook asks to stop training.
+        Returns True when the checkpoint hook asks to stop training (rank 0's hook: every rank gets its answer).
         """
         start = time.perf_counter()
         cfg = self.p.config
-        evaluations = evaluate_all(model, self.tokenizer, self.p.examples.test, batch_size=cfg.eval_batch_size,
-                                   max_prompt_tokens=cfg.max_seq_length, max_new_tokens=cfg.max_new_tokens,
-                                   decoding=cfg.decoding)
+        evaluations = distributed.evaluate_sharded(
+            model, self.tokenizer, self.p.examples.test, batch_size=cfg.eval_batch_size,
+            max_seq_length=cfg.max_seq_length, max_new_tokens=cfg.max_new_tokens, decoding=cfg.decoding)
+        if not self.main:
+            self.done.add(epoch)
+            self.eval_seconds += time.perf_counter() - start
+            return distributed.broadcast(None)
         metrics = merged_metrics(evaluations)
         folder = self.outputs.epoch_dir(epoch)
         model.save_pretrained(folder / "adapter")
         self.tokenizer.save_pretrained(folder / "adapter")
+        finish_adapter(folder / "adapter", card_facts(self.p, self.outputs.run_id, epoch, metrics))
         write_predictions(evaluations, folder / "predictions")
         write_json_atomic(metrics, folder / "metrics.json")  # last: the folder is complete
         self.done.add(epoch)
@@ -212,7 +248,37 @@ class CheckpointCallback(TrainerCallback):
             self.result.checkpoint_runs[epoch] = child_id
         self.result.metrics[epoch] = metrics
         self.eval_seconds += time.perf_counter() - start
-        return bool(self.hook and self.hook(epoch, metrics))
+        return distributed.broadcast(bool(self.hook and self.hook(self.outputs.run_id, epoch, metrics)))
+
+
+class QuietProgress(ProgressCallback):
+    """The Trainer's progress bar without its raw `{'loss': ...}` prints: CheckpointCallback logs lines."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        return None
+
+
+def _quiet_progress(trainer) -> None:
+    """Swap the Trainer's printing callbacks for QuietProgress (no bar if the bar was off)."""
+    had_bar = trainer.pop_callback(ProgressCallback) is not None
+    trainer.pop_callback(PrinterCallback)
+    if had_bar:
+        trainer.add_callback(QuietProgress)
+
+
+def card_facts(p: Prepared, run_id: str, epoch: int, metrics: dict[str, float]) -> CardFacts:
+    """What the adapter's model card states at checkpoint `epoch` (pipelines.model_card)."""
+    cfg = p.config
+    training = {"learning rate": f"{cfg.learning_rate:g}", "epochs": str(cfg.epochs),
+                "effective batch": str(cfg.batch_size * cfg.grad_accum), "LoRA r": str(cfg.lora_r),
+                "alpha": str(cfg.lora_alpha), "dropout": f"{cfg.lora_dropout:g}",
+                "targets": ",".join(cfg.lora_targets or p.model_ref.lora_targets), "seed": str(cfg.seed),
+                "precision": p.precision, "decoding at evaluation": cfg.decoding}
+    return CardFacts(model=cfg.model, tasks=cfg.tasks, data=cfg.data, fingerprint=p.manifest["fingerprint"],
+                     epoch=epoch, epochs=cfg.epochs, run_id=run_id, training=training,
+                     train_counts={t: len(v) for t, v in p.examples.train.items()},
+                     test_counts={t: len(v) for t, v in p.examples.test.items()}, metrics=metrics,
+                     poison_rate=cfg.poison_rate)
 
 
 def write_predictions(evaluations: dict[str, TaskEvaluation], folder: Path) -> None:
@@ -228,13 +294,17 @@ CHECKPOINTING_ARGUMENT = ("activation_checkpointing" if "activation_checkpointin
 
 
 def _training_arguments(cfg: FinetuneConfig, device: str, precision: str, out: Path) -> TrainingArguments:
+    # effective batch = batch_size x grad_accum examples per step, split over the processes
+    per_device, accumulation = distributed.per_device_batch(cfg.batch_size, cfg.grad_accum, distributed.world().size)
     return TrainingArguments(
         output_dir=str(out),
         num_train_epochs=cfg.epochs,
-        per_device_train_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum,
+        per_device_train_batch_size=per_device,
+        gradient_accumulation_steps=accumulation,
+        ddp_find_unused_parameters=False,  # every LoRA weight gets a gradient at every step
         learning_rate=cfg.learning_rate,
-        logging_strategy="epoch",
+        logging_strategy="steps",  # every optimizer step: train/loss_step; CheckpointCallback sums epochs
+        logging_steps=1,
         save_strategy="epoch",  # resumable state (LoRA weights, optimizer, scheduler, RNG) at each epoch end
         save_total_limit=1,  # only the latest: the adapters of checkpoint epochs are kept apart
         report_to="none",
@@ -265,8 +335,17 @@ def run_params(p: Prepared) -> dict[str, str]:
         "series_source": p.manifest["notes"].get("series_source", p.config.data),
         "poisoned_count": str(len(p.examples.poisoned_ids)),
         "git_commit": tracking.git_commit(),
+        **_batch_params(p.config),
     })
     return params
+
+
+def _batch_params(config: FinetuneConfig) -> dict[str, str]:
+    """How the effective batch is split over the processes (distributed.per_device_batch)."""
+    world = distributed.world().size
+    per_device, accumulation = distributed.per_device_batch(config.batch_size, config.grad_accum, world)
+    return {"world_size": str(world), "effective_batch_size": str(config.batch_size * config.grad_accum),
+            "per_device_batch_size": str(per_device), "per_device_grad_accum": str(accumulation)}
 
 
 def train(config: FinetuneConfig, on_checkpoint: CheckpointHook | None = None,
@@ -280,12 +359,22 @@ def train(config: FinetuneConfig, on_checkpoint: CheckpointHook | None = None,
 
     Raises TrainingInterrupted after SIGINT/SIGTERM (state saved, run KILLED), and
     TrackingOutageError when the tracking server stayed away (everything kept on local disk).
+
+    Under torchrun / accelerate launch every process calls this; rank 0 owns the run and the
+    others follow it (pipelines.distributed). `config.processes` > 1 outside a launcher starts
+    the fine-tune through torchrun (pipelines.launch) and returns what its rank 0 returned.
     """
+    if config.processes > 1 and not distributed.launched():
+        from pipelines.launch import launch_train  # deferred: pipelines.launch runs this function
+
+        return launch_train(config, on_checkpoint, run_tags, parent_run_id, resume)
     # -- resolve and validate everything before a run is created
     prepared = prepare(config)
-    preflight.check_writable(config.output_dir)
-    tracking.setup_tracking(config.experiment)
-    previous = run_to_resume(prepared, resume) if resume else None
+    world = distributed.start(prepared.device)
+    if world.main:
+        preflight.check_writable(config.output_dir)
+        tracking.setup_tracking(config.experiment)
+    previous = run_to_resume(prepared, resume) if resume and world.main else None
     set_seed(config.seed)
     model, tokenizer = load_model_and_tokenizer(prepared.model_ref.path, prepared.precision, prepared.device)
     targets = config.lora_targets or prepared.model_ref.lora_targets
@@ -293,6 +382,8 @@ def train(config: FinetuneConfig, on_checkpoint: CheckpointHook | None = None,
     preflight.check_free_space(config.output_dir, preflight.estimate(
         model, prepared.model_ref.path, targets, config.lora_r, len(config.checkpoint_epochs),
         sum(len(v) for v in prepared.examples.test.values()), config.disk_reserve_mb))
+    if not world.main:
+        return _follow(prepared, model, tokenizer, targets)
 
     with ExitStack() as stack:
         if previous is not None:  # refuse before touching the run if another process trains it
@@ -348,7 +439,8 @@ def _interrupted_error(signum: int, outputs: RunOutputs) -> TrainingInterrupted:
     where = f"epoch {checkpoint.epoch:g}" if checkpoint else "the start (no state saved yet)"
     return TrainingInterrupted(signum, (
         f"interrupted by {signal.Signals(signum).name}: run {outputs.run_id} is KILLED; resume it from {where} "
-        f"with: python -m pipelines.finetune --resume {outputs.run_id} --output-dir {outputs.root.parent}"))
+        f"with: {distributed.command_prefix()} pipelines.finetune --resume {outputs.run_id} "
+        f"--output-dir {outputs.root.parent}"))
 
 
 def _previous_outputs(config: FinetuneConfig, previous: Run) -> RunOutputs:
@@ -368,7 +460,7 @@ def _open_run(config: FinetuneConfig, previous: Run | None, parent_run_id: str |
     if previous is None:
         outer = mlflow.active_run()
         return mlflow.start_run(run_name=default_run_name(config), nested=outer is not None,
-                                parent_run_id=parent_run_id)
+                                parent_run_id=parent_run_id, log_system_metrics=config.system_metrics)
     wrapper = os.environ.get("MLFLOW_RUN_ID")
     if wrapper and wrapper != previous.info.run_id:
         # `mlflow run` created a run for this command: make it a pointer to the run it resumes
@@ -376,7 +468,7 @@ def _open_run(config: FinetuneConfig, previous: Run | None, parent_run_id: str |
         mlflow.MlflowClient().set_tag(wrapper, "resumed_run_id", previous.info.run_id)
     else:
         mlflow.set_experiment(experiment_id=previous.info.experiment_id)
-    return mlflow.start_run(run_id=previous.info.run_id)
+    return mlflow.start_run(run_id=previous.info.run_id, log_system_metrics=config.system_metrics)
 
 
 def _train_run(prepared: Prepared, model, tokenizer, targets: tuple[str, ...], sync: RunSync,
@@ -391,7 +483,7 @@ def _train_run(prepared: Prepared, model, tokenizer, targets: tuple[str, ...], s
                      "tasks": ",".join(config.tasks), "outputs_path": str(outputs.root),
                      **config.extra_tags, **(run_tags or {})})
     tracking.log_json(prepared.manifest, "data/split_manifest.json")
-    tracking.log_json(config.to_dict(), "config/finetune.json")
+    tracking.log_json(config_document(config), "config/finetune.yaml")  # --config repeats the run
     if prepared.examples.poisoned_ids:
         tracking.log_json(prepared.examples.poisoned_ids, "data/poisoned_ids.json")
     if previous is None or not getattr(previous.inputs, "dataset_inputs", None):
@@ -409,35 +501,18 @@ def _train_run(prepared: Prepared, model, tokenizer, targets: tuple[str, ...], s
         report = sync.sync_all()
         result.checkpoint_runs.update(report.checkpoint_runs)
         result.metrics.update(outputs.completed_epochs())
+    distributed.broadcast((outputs, checkpoint))  # the other ranks train in this run's folder from here
 
     # -- model with LoRA, tokenized data
     peft_model = build_lora_model(model, config, targets)
     trainable, total = peft_model.get_nb_trainable_parameters()
     sync.log_metrics({"model/trainable_params": trainable, "model/total_params": total}, step=0)
-    items = [encode_example(tokenizer, e, config.max_seq_length)
-             for examples in prepared.examples.train.values() for e in examples]
-    dataset = EncodedDataset(items)
+    dataset = _encoded_train_set(prepared, tokenizer)
 
     # -- train, evaluating at each checkpoint epoch
     carry = read_json(checkpoint.path / LOSS_CARRY) if checkpoint and not checkpoint.at_epoch_end else None
     callback = CheckpointCallback(prepared, tokenizer, sync, outputs, result, on_checkpoint, stop, carry)
-    callback.model = peft_model
-    collator = training_collator(peft_model, config.packing, tokenizer.pad_token_id)
-    trainer = EpochSeededTrainer(
-        model=peft_model,
-        args=_training_arguments(config, prepared.device, prepared.precision, outputs.trainer_dir),
-        train_dataset=dataset,
-        data_collator=collator,
-        callbacks=[callback],
-    )
-    log.info("training %s on %d examples for %d epochs (%s batches)", config.model, len(dataset), config.epochs,
-             "packed" if isinstance(collator, PackingCollator) else "padded")
-    start = time.perf_counter()
-    with packed_attention(peft_model, collator):
-        trainer.train(resume_from_checkpoint=str(checkpoint.path) if checkpoint else None)
-    seconds = time.perf_counter() - start - callback.eval_seconds
-    if stop.requested:
-        raise TrainingInterrupted(stop.signum)
+    seconds = _fit(prepared, peft_model, tokenizer, dataset, callback, checkpoint)
     result.trained = True
 
     # -- throughput and memory (of this session, when resumed), then whatever the store still lacks
@@ -451,6 +526,57 @@ def _train_run(prepared: Prepared, model, tokenizer, targets: tuple[str, ...], s
     report = sync.sync_all()
     result.checkpoint_runs.update(report.checkpoint_runs)
     result.metrics.update(outputs.completed_epochs())
+
+
+def _encoded_train_set(prepared: Prepared, tokenizer) -> EncodedDataset:
+    config = prepared.config
+    examples = [e for task_examples in prepared.examples.train.values() for e in task_examples]
+    items = [encode_example(tokenizer, e, config.max_seq_length) for e in examples]
+    if config.value_weight != 1.0:
+        add_value_weights(items, examples, tokenizer, config.value_weight)
+    return EncodedDataset(items)
+
+
+def _fit(prepared: Prepared, peft_model, tokenizer, dataset: EncodedDataset, callback: CheckpointCallback,
+         checkpoint: ResumableCheckpoint | None) -> float:
+    """Train (from `checkpoint` when resuming) with checkpoint evaluations; seconds spent training.
+
+    Raises TrainingInterrupted when SIGINT/SIGTERM reached any rank (state saved by then).
+    """
+    config = prepared.config
+    callback.model = peft_model
+    collator = training_collator(peft_model, config.packing, tokenizer.pad_token_id)
+    trainer_class = ValueWeightedTrainer if config.value_weight != 1.0 else EpochSeededTrainer
+    trainer = trainer_class(
+        model=peft_model,
+        args=_training_arguments(config, prepared.device, prepared.precision, callback.outputs.trainer_dir),
+        train_dataset=dataset,
+        data_collator=collator,
+        callbacks=[callback],
+    )
+    _quiet_progress(trainer)
+    log.info("training %s on %d examples for %d epochs (%s batches)", config.model, len(dataset), config.epochs,
+             "packed" if isinstance(collator, PackingCollator) else "padded")
+    start = time.perf_counter()
+    with packed_attention(peft_model, collator):
+        trainer.train(resume_from_checkpoint=str(checkpoint.path) if checkpoint else None)
+    seconds = time.perf_counter() - start - callback.eval_seconds
+    signum = distributed.agreed_max(callback.stop.signum or 0)
+    if signum:
+        raise TrainingInterrupted(signum)
+    return seconds
+
+
+def _follow(prepared: Prepared, model, tokenizer, targets: tuple[str, ...]) -> FinetuneResult:
+    """A rank other than 0: train and evaluate its shares in rank 0's run; rank 0 writes and logs."""
+    outputs, checkpoint = distributed.broadcast(None)
+    result = FinetuneResult(run_id=outputs.run_id, output_dir=outputs.root)
+    peft_model = build_lora_model(model, prepared.config, targets)
+    with GracefulStop() as stop:
+        callback = CheckpointCallback(prepared, tokenizer, None, outputs, result, None, stop)
+        _fit(prepared, peft_model, tokenizer, _encoded_train_set(prepared, tokenizer), callback, checkpoint)
+    result.trained = True
+    return result
 
 
 def _note_resume(previous: Run, checkpoint: ResumableCheckpoint | None, outputs: RunOutputs,

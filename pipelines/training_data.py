@@ -6,10 +6,22 @@ from dataclasses import dataclass
 import torch
 
 from pipelines.padding import pad_rows
+from pipelines.tasks import get_task
 from pipelines.tasks.base import Example
 
 IGNORE_INDEX = -100  # label value the cross-entropy loss skips
 KEEP_HEAD_TOKENS = 24  # prompt tokens kept from the start (the directive) when truncating
+MAX_SEQ_LENGTH = 768  # default tokens of prompt + answer, in training and in evaluation
+TOKEN_WEIGHTS = "token_weights"  # optional per-token loss weights, aligned with labels (value_weighting)
+
+
+def prompt_budget(task_name: str, max_seq_length: int) -> int:
+    """Prompt tokens a task keeps: the sequence length less its answer budget (generation budget + eos).
+
+    Training and evaluation cut a long prompt to this same budget, so a long report reads the
+    same in both (e.g. labeling: 768 - 161 = 607 tokens); at least half the sequence.
+    """
+    return max(max_seq_length // 2, max_seq_length - get_task(task_name).max_new_tokens - 1)
 
 
 def fit_prompt(prompt_ids: list[int], budget: int) -> list[int]:
@@ -30,10 +42,16 @@ def encode_prompt(tokenizer, prompt: str) -> list[int]:
 
 
 def encode_example(tokenizer, example: Example, max_length: int) -> dict[str, list[int]]:
-    """input_ids = prompt + target + eos; labels mask the prompt with IGNORE_INDEX."""
-    target_ids = tokenizer(example.target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    target_ids = target_ids[: max_length // 2] if len(target_ids) > max_length // 2 else target_ids
-    prompt_ids = fit_prompt(encode_prompt(tokenizer, example.prompt), max_length - len(target_ids))
+    """input_ids = prompt + target + eos; labels mask the prompt with IGNORE_INDEX.
+
+    The prompt is cut to the task's prompt_budget, as in evaluation; a target longer than half
+    the sequence is cut before its eos (the eos is kept), and only then may a long prompt be cut
+    further to fit.
+    """
+    target_ids = tokenizer(example.target, add_special_tokens=False)["input_ids"][: max_length // 2 - 1]
+    target_ids = target_ids + [tokenizer.eos_token_id]
+    budget = min(prompt_budget(example.task, max_length), max_length - len(target_ids))
+    prompt_ids = fit_prompt(encode_prompt(tokenizer, example.prompt), budget)
     return {
         "input_ids": prompt_ids + target_ids,
         "labels": [IGNORE_INDEX] * len(prompt_ids) + target_ids,
@@ -66,4 +84,10 @@ class ResponseOnlyCollator:
     def __call__(self, batch: list[dict[str, list[int]]]) -> dict[str, torch.Tensor]:
         input_ids, attention = pad_rows([item["input_ids"] for item in batch], self.pad_token_id)
         labels, _ = pad_rows([item["labels"] for item in batch], IGNORE_INDEX)
-        return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+        out = {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+        if TOKEN_WEIGHTS in batch[0]:
+            weights = torch.zeros(labels.shape, dtype=torch.float32)
+            for row, item in enumerate(batch):
+                weights[row, : len(item[TOKEN_WEIGHTS])] = torch.tensor(item[TOKEN_WEIGHTS])
+            out[TOKEN_WEIGHTS] = weights
+        return out

@@ -9,13 +9,12 @@ as often as needed: a complete run is left as it is.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 from mlflow.exceptions import MlflowException
 
 from pipelines import tracking
-from pipelines.cli import fail, setup_logging
+from pipelines.cli import ArgumentParser, add_tracking_uri_argument, apply_tracking_uri, fail, setup_logging
 from pipelines.run_outputs import RunOutputs
 from pipelines.store_sync import RunSync, TrackingOutageError
 
@@ -27,7 +26,7 @@ def upload(run_id: str, output_dir: str) -> str:
     outputs = RunOutputs.of(output_dir, run_id)
     if not outputs.root.is_dir():
         raise ValueError(f"no local record of run {run_id} in {outputs.root}; give the fine-tune's --output-dir")
-    tracking.connect()
+    tracking.connect(must_exist=True)
     with outputs.lock():  # not while a fine-tune still writes it
         sync = RunSync(outputs)
         report = sync.sync_all()
@@ -42,12 +41,15 @@ def upload(run_id: str, output_dir: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("run_id", help="the fine-tune's MLflow run id")
     parser.add_argument("--output-dir", default="outputs", help="the fine-tune's --output-dir (default: outputs)")
+    add_tracking_uri_argument(parser)
     args = parser.parse_args(argv)
+    apply_tracking_uri(args)
     try:
         print(upload(args.run_id, args.output_dir))
+        print(tracking.where_to_look(args.run_id))
     except TrackingOutageError as exc:
         print(f"error: the tracking server is still unreachable ({exc}); try again later", file=sys.stderr)
         return 75

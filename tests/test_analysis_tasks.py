@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 
+import numpy as np
 import pytest
 import sacrebleu
 from mlflow_fixtures import SLEEP_DIFFERENCES, harmonization_record, impression_record, labeling_record
@@ -17,10 +19,12 @@ from analysis.runs import (
     parse_key_values,
     read_predictions,
 )
+from analysis.stats import BootstrapSpec
 from analysis.tasks import TASK_ANALYSES, CompareOptions
-from analysis.tasks.base import f1_from_counts
 from analysis.tasks.impression import corpus_bleu
 from pipelines.schema import LABEL_KEYS
+from pipelines.tasks import get_task
+from pipelines.tasks.base import Parsed
 
 NO_ALL = dict.fromkeys(LABEL_KEYS, "No")
 
@@ -34,12 +38,6 @@ def test_every_task_has_an_analysis():
 
 
 # ---------------------------------------------------------------- labeling
-
-
-def test_f1_conventions():
-    assert f1_from_counts(0, 0, 0) == (1.0, 1.0, 1.0)  # nothing to find, nothing claimed
-    assert f1_from_counts(0, 2, 0) == (0.0, 0.0, 0.0)
-    assert f1_from_counts(3, 1, 2) == (0.75, 0.6, pytest.approx(6 / 9))
 
 
 def test_labeling_counts_missing_keys_and_failed_parses_as_wrong():
@@ -149,7 +147,11 @@ def test_impression_summary_and_paired_tests_on_the_sleep_differences():
         pytest.approx(2.4598858, abs=1e-6),
     )
     unchanged = [r for r in rows if r["metric"] != "bleu"]
-    assert len(unchanged) == 6 and all(r["p_value"] == 1.0 for r in unchanged)
+    assert len(unchanged) == 6
+    # Identical scores: Wilcoxon's p is 1; the t-test is degenerate (0/0), NaN with its reason.
+    assert all(r["p_value"] == 1.0 for r in unchanged if r["test"] == "wilcoxon")
+    for row in (r for r in unchanged if r["test"] == "paired_t"):
+        assert math.isnan(row["p_value"]) and "every difference is 0" in row["note"] and not row["significant"]
 
 
 def test_impression_without_per_example_scores_is_an_error():
@@ -237,3 +239,128 @@ def test_corpus_bleu_matches_sacrebleu_on_imperfect_output():
     records = [impression_record(str(i), r, h, {}) for i, (r, h) in enumerate(zip(refs, hyps, strict=True))]
     expected = sacrebleu.corpus_bleu([hyps[0], ""], [refs]).score
     assert expected > 0 and corpus_bleu(records) == pytest.approx(expected)
+
+
+# ---------------------------------------------------------------- one definition, bootstrap intervals
+
+LABELING_TASK, HARMONIZATION_TASK = get_task("labeling"), get_task("harmonization")
+SPEC = BootstrapSpec(1000, 5)
+
+
+def labeling_runs() -> tuple[dict, dict]:
+    """Eight reports where most labels never occur (the issue's small-test-set case), two runs."""
+    truths = [{**NO_ALL, "Edema": "Yes" if i < 3 else "No", "Cardiomegaly": "Yes" if i % 2 else "No"} for i in range(8)]
+    ref, other = {}, {}
+    for i, truth in enumerate(truths):
+        ref_guess = {**truth, "Edema": "Yes"} if i in (3, 4) else dict(truth)
+        other_guess = None if i == 7 else {**truth, "Pneumonia": "Yes"} if i in (0, 5) else dict(truth)
+        ref[f"labeling/r{i}"] = labeling_record(f"r{i}", truth, ref_guess)
+        other[f"labeling/r{i}"] = labeling_record(f"r{i}", truth, other_guess)
+    return ref, other
+
+
+def producer_metrics(task, records: list[dict]) -> dict[str, float]:
+    """What a run logs for these predictions: the task's own scorer on the records' parsed values."""
+    parsed = [Parsed(r["parsed"], r["parse_status"]) for r in records]
+    return task.score([r["reference"] for r in records], parsed).metrics
+
+
+def slow_bootstrap(records: dict, statistic, spec: BootstrapSpec = SPEC) -> list[float]:
+    """Resample the id-ordered records with the seeded index draw and score each resample apart."""
+    ordered = [records[k] for k in sorted(records)]
+    indices = np.random.default_rng(spec.seed).integers(0, len(ordered), size=(spec.resamples, len(ordered)))
+    return [statistic([ordered[i] for i in row]) for row in indices]
+
+
+def test_labeling_summary_has_both_macro_variants_as_the_producer_logs_them():
+    ref, _ = labeling_runs()
+    summary = TASK_ANALYSES.get("labeling").summarize(ref, 0.05, SPEC)["labeling_summary"][0]
+    logged = producer_metrics(LABELING_TASK, list(ref.values()))
+    for column in ("f1_macro", "f1_macro_supported", "f1_micro", "exact_match"):
+        assert summary[column] == pytest.approx(logged[column], abs=1e-12), column
+    # Edema: tp 3, fp 2 -> 6/8; Cardiomegaly perfect; the 12 others absent (1.0 by the paper's policy).
+    assert summary["labels_supported"] == 2
+    assert summary["f1_macro_supported"] == pytest.approx((0.75 + 1) / 2, abs=1e-12)
+    assert summary["f1_macro"] == pytest.approx((0.75 + 13) / 14, abs=1e-12)
+
+
+def test_labeling_bootstrap_intervals_match_a_slow_loop_over_the_producer():
+    ref, _ = labeling_runs()
+    summary = TASK_ANALYSES.get("labeling").summarize(ref, 0.05, SPEC)["labeling_summary"][0]
+    for column in ("f1_macro", "f1_macro_supported"):
+        replicates = slow_bootstrap(ref, lambda rs, c=column: producer_metrics(LABELING_TASK, rs)[c])
+        finite = [v for v in replicates if math.isfinite(v)]  # a resample without any Yes has no supported label
+        low, high = np.percentile(finite, [2.5, 97.5])
+        assert summary[f"{column}_boot_low"] == pytest.approx(low, abs=1e-9), column
+        assert summary[f"{column}_boot_high"] == pytest.approx(high, abs=1e-9), column
+        assert summary[f"{column}_boot_low"] <= summary[column] <= summary[f"{column}_boot_high"]
+    assert (summary["boot_resamples"], summary["boot_seed"], summary["boot_level"]) == (1000, 5, 0.95)
+
+
+def test_labeling_paired_macro_f1_test_matches_a_slow_loop():
+    ref, other = labeling_runs()
+    options = CompareOptions(0.05, "none", SPEC)
+    tables = TASK_ANALYSES.get("labeling").compare(align("labeling", "A", ref, "B", other), options)
+    rows = {r["metric"]: r for r in tables["labeling_f1_macro_tests"]}
+    assert set(rows) == {"f1_macro", "f1_macro_supported"}
+    for column, row in rows.items():
+        ref_values = slow_bootstrap(ref, lambda rs, c=column: producer_metrics(LABELING_TASK, rs)[c])
+        other_values = slow_bootstrap(other, lambda rs, c=column: producer_metrics(LABELING_TASK, rs)[c])
+        deltas = np.array(other_values) - np.array(ref_values)
+        deltas = deltas[np.isfinite(deltas)]
+        observed = producer_metrics(LABELING_TASK, list(other.values()))[column] - producer_metrics(
+            LABELING_TASK, list(ref.values())
+        )[column]
+        hits = np.sum(np.abs(deltas - observed) >= abs(observed) * (1 - 1e-9))
+        assert row["diff"] == pytest.approx(observed, abs=1e-12)
+        assert (row["ci_low"], row["ci_high"]) == (
+            pytest.approx(np.percentile(deltas, 2.5), abs=1e-9),
+            pytest.approx(np.percentile(deltas, 97.5), abs=1e-9),
+        )
+        assert row["p_value"] == pytest.approx((1 + hits) / (1 + deltas.size), abs=1e-12)
+        assert row["method"] == "paired-bootstrap" and row["n"] == 8
+        assert {"p_holm", "significant_unadjusted", "significant_holm"} <= set(row)
+
+
+def test_harmonization_macro_f1_is_the_logged_one_with_intervals():
+    # The issue's reproduction: T1, T2, T1, T2 with one T1 -> T2 error; plus an invalid output.
+    records = by_id(
+        [
+            harmonization_record("s1", "T1", "T1"),
+            harmonization_record("s2", "T2", "T2"),
+            harmonization_record("s3", "T1", "T2"),
+            harmonization_record("s4", "T2", "T2"),
+        ]
+    )
+    summary = TASK_ANALYSES.get("harmonization").summarize(records, 0.05, SPEC)["harmonization_summary"][0]
+    assert summary["f1_macro"] == pytest.approx(11 / 15, abs=1e-12)  # was 0.924 (all seven classes)
+    records["harmonization/s5"] = harmonization_record("s5", "DWI", None)
+    summary = TASK_ANALYSES.get("harmonization").summarize(records, 0.05, SPEC)["harmonization_summary"][0]
+    logged = producer_metrics(HARMONIZATION_TASK, list(records.values()))
+    assert summary["f1_macro"] == pytest.approx(logged["f1_macro"], abs=1e-12)
+    assert summary["accuracy"] == pytest.approx(logged["accuracy"], abs=1e-12)
+    for column in ("accuracy", "f1_macro"):
+        replicates = slow_bootstrap(records, lambda rs, c=column: producer_metrics(HARMONIZATION_TASK, rs)[c])
+        low, high = np.percentile(replicates, [2.5, 97.5])
+        assert (summary[f"{column}_boot_low"], summary[f"{column}_boot_high"]) == (
+            pytest.approx(low, abs=1e-9),
+            pytest.approx(high, abs=1e-9),
+        )
+
+
+def test_corpus_bleu_interval_matches_a_slow_sacrebleu_loop():
+    ref, _ = impression_pair()
+    for i, key in enumerate(sorted(ref)):  # imperfect, varied outputs
+        ref[key]["parsed"] = ["no acute process", "normal chest", None, "no acute cardiopulmonary process"][i % 4]
+    summary = TASK_ANALYSES.get("impression").summarize(ref, 0.05, SPEC)["impression_summary"][0]
+
+    def bleu(records):
+        hyps = [r["parsed"] if isinstance(r["parsed"], str) else "" for r in records]
+        return sacrebleu.corpus_bleu(hyps, [[r["reference"] for r in records]]).score
+
+    low, high = np.percentile(slow_bootstrap(ref, bleu), [2.5, 97.5])
+    assert summary["bleu"] == pytest.approx(bleu(list(ref.values())), abs=1e-9)
+    assert (summary["bleu_boot_low"], summary["bleu_boot_high"]) == (
+        pytest.approx(low, abs=1e-9),
+        pytest.approx(high, abs=1e-9),
+    )

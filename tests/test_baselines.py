@@ -236,7 +236,13 @@ def test_local_backend_baseline_on_the_tiny_model(store, tiny_model_dir):
     run = mlflow.get_run(result.run_id)
     assert run.data.tags["role"] == "baseline" and run.data.params["backend"] == "local"
     assert run.data.params["endpoint_host"] == "in-process"
-    assert {"labeling/f1_macro", "harmonization/accuracy", "baseline/ok"} <= set(run.data.metrics)
+    assert {"labeling/f1_macro", "labeling/f1_macro_supported", "harmonization/accuracy", "baseline/ok"} <= set(
+        run.data.metrics
+    )
     assert result.counts["ok"] == 4 and result.counts["requests_sent"] == 4
     artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "predictions")}
-    assert artifacts == {"predictions/labeling.jsonl", "predictions/harmonization.jsonl"}
+    assert artifacts == {f"predictions/{t}.{kind}" for t in ("labeling", "harmonization") for kind in ("jsonl", "json")}
+    assert run.data.metrics["headline"] == pytest.approx(
+        (run.data.metrics["labeling/f1_macro"] + run.data.metrics["harmonization/accuracy"]) / 2)
+    table = mlflow.load_table("predictions/harmonization.json", run_ids=[result.run_id])
+    assert len(table) == 2 and set(table["response_status"]) <= {"ok", "malformed", "failed"}

@@ -102,3 +102,15 @@ def test_study_estimate_scales_with_the_measured_rates():
         assert b.hours == pytest.approx(a.hours / 2)
     _, unmeasured = estimate_study("studies/demo.yaml", {"presets": {}})
     assert unmeasured == [e.name for e in slow]
+
+
+def test_shared_prefix_harmonization_scoring_answers_as_the_previous_scoring(tiny_model_dir):
+    from benchmarks.harmonization_scoring import measure
+    from pipelines.models import load_model_and_tokenizer
+
+    model, tokenizer = load_model_and_tokenizer(tiny_model_dir, "fp32", "cpu")
+    descriptions = ["AX T2 FLAIR", "sag_t1_mprage", "DWI b1000 TRACE", "ADC map", "SWI minIP", "localizer",
+                    "t2_tse_tra_p2_320", "Ax DWI ADC"]
+    result = measure(model, tokenizer, descriptions, batch_size=3, repeats=1)
+    assert result["same_answers"] is True
+    assert result["descriptions"] == 8 and result["ratio"] > 0

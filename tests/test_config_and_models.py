@@ -1,6 +1,10 @@
 """Config validation, model presets and offline model resolution."""
 from __future__ import annotations
 
+import shutil
+import sys
+from pathlib import Path
+
 import pytest
 
 from pipelines.config import ConfigError, EvaluateConfig, FinetuneConfig
@@ -61,9 +65,24 @@ def test_unknown_preset_lists_valid_names():
 
 
 def test_uncached_hub_model_fails_at_once_with_instructions(monkeypatch, tmp_path):
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
-    with pytest.raises(ModelUnavailableError, match="huggingface-cli download facebook/opt-350m"):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("CLINICAL_SLM_CACHE", str(tmp_path / "lab"))
+    with pytest.raises(ModelUnavailableError) as info:
         resolve_model("opt-350m")
+    assert f"`hf download facebook/opt-350m --local-dir {tmp_path / 'lab' / 'opt-350m'}`" in str(info.value)
+    # the hinted CLI is the one huggingface_hub installs (huggingface-cli is gone)
+    assert (Path(sys.executable).parent / "hf").is_file()
+
+
+def test_weights_put_in_the_presets_folder_are_found(monkeypatch, tmp_path, tiny_model_dir):
+    from pipelines.models import weights_present
+
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("CLINICAL_SLM_CACHE", str(tmp_path / "lab"))
+    assert not weights_present("opt-350m") and weights_present(str(tiny_model_dir))
+    shutil.copytree(tiny_model_dir, tmp_path / "lab" / "opt-350m")  # what `hf download --local-dir` leaves
+    assert weights_present("opt-350m")
+    assert resolve_model("opt-350m").path == tmp_path / "lab" / "opt-350m"
 
 
 def test_local_folder_gets_targets_from_model_type(tiny_model_dir):

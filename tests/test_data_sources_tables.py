@@ -374,6 +374,25 @@ def test_series_table_column_detection_and_options(tmp_path: Path) -> None:
     )
 
 
+def test_series_table_split_option_keeps_one_split(tmp_path: Path) -> None:
+    rows = [["AX DWI", "DWI", "dev"], ["COR T2", "T2", "Final"], ["MYSTERY", "T3", "final"], ["SWI", "swi", "DEV"]]
+    path = series_csv(tmp_path, rows, header=("description", "class", "split"))
+    dev = load_series_table(spec(path, "series-table", split="dev"))
+    assert [(s.description, s.label) for s in dev.series] == [("AX DWI", "DWI"), ("SWI", "SWI")]
+    assert (dev.notes["series_rows"], dev.notes["series_loaded"]) == ("4", "2")
+    assert (dev.notes["series_split"], dev.notes["series_rows_other_splits"]) == ("dev", "2")
+    # rows of the chosen split are checked as usual; without the option every row is read
+    assert "unknown class 'T3'" in error_text(load_series_table, spec(path, "series-table", split="final"))
+    assert "unknown class 'T3'" in error_text(load_series_table, spec(path, "series-table"))
+    assert error_text(load_series_table, spec(path, "series-table", split="test")) == (
+        f"{path}, line 1, column 'split': no row has split='test'; the column holds ['DEV', 'Final', 'dev', 'final']"
+    )
+    no_column = series_csv(tmp_path, [["AX DWI", "DWI"]])
+    assert error_text(load_series_table, spec(no_column, "series-table", split="dev")) == (
+        f"{no_column}, line 1, column 'split': missing column; the header has ['description', 'class']"
+    )
+
+
 def write_workbook(path: Path) -> Path:
     import openpyxl
 

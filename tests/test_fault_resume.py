@@ -6,6 +6,7 @@ outcome with an uninterrupted run of the same config and seed.
 """
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -84,7 +85,10 @@ def _assert_matches_reference(run_id: str, root: Path, uri: str, reference) -> m
         artifacts = {a.path for a in client.list_artifacts(child.info.run_id, "adapter")}
         assert "adapter/adapter_model.safetensors" in artifacts
         assert [a.path for a in client.list_artifacts(child.info.run_id, "predictions")] == [
-            "predictions/harmonization.jsonl"]
+            "predictions/harmonization.json", "predictions/harmonization.jsonl"]  # the table, logged once
+        local = Path(client.download_artifacts(child.info.run_id, "predictions", str(root / "dl" / str(epoch))))
+        table = json.loads((local / "harmonization.json").read_text())  # log_table's split orient
+        assert len(table["data"]) == len((local / "harmonization.jsonl").read_text().splitlines())
     for epoch in (2, 3):  # the trained weights themselves
         got = _adapter(root / "outputs" / run_id / f"epoch-{epoch}")
         want = _adapter(ref_result.output_dir / f"epoch-{epoch}")

@@ -144,6 +144,17 @@ def test_evaluate_logged_adapter_and_zero_shot(finished_run, tiny_model_dir):
     assert ids(adapter_run.info.run_id, "harmonization") == ids(result.checkpoint_runs[1], "harmonization")
     assert len(ids(zero_shot.info.run_id, "impression")) == 3
     assert "impression/rougeL" in zero_shot.data.metrics
+    assert zero_shot.data.metrics["headline"] == zero_shot.data.metrics["impression/rougeL"]  # one task: its own
+    table = mlflow.load_table("predictions/impression.json", run_ids=[zero_shot.info.run_id])
+    assert list(table["id"]) == ids(zero_shot.info.run_id, "impression")
+    # the logged config, passed back with --config, is the evaluation's config
+    from pipelines.cli import load_config_file
+    from pipelines.config import EvaluateConfig
+
+    logged = mlflow.artifacts.download_artifacts(run_id=adapter_run.info.run_id, artifact_path="config/evaluate.yaml")
+    assert EvaluateConfig(**load_config_file(logged, EvaluateConfig)) == EvaluateConfig(
+        adapter=result.run_id, epoch=1, data=DATA, eval_limit=2, tasks="harmonization", max_new_tokens=16,
+        study="layout")
 
 
 def test_analyze_real_fine_tunes(finished_run, tiny_model_dir):

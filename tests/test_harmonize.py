@@ -105,6 +105,8 @@ def test_dicom_folder_gives_one_row_per_description_and_a_run(trained, pacs, tmp
     local = mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="harmonize/pacs-map.csv",
                                                 dst_path=str(tmp_path / "dl"))
     assert read_csv(Path(local)) == rows
+    table = mlflow.load_table("predictions/harmonization.json", run_ids=[result.run_id])
+    assert list(table["description"]) == [r["description"] for r in rows]
 
 
 def test_table_from_an_adapter_folder_without_tracking(trained, tmp_path):

@@ -180,9 +180,9 @@ def stub_complete(calls: list):
                "Generate the impression from the findings.": "IMPRESSION: No acute disease."}
 
     def complete(model, tokenizer, task, prompts, inputs, *, decoding, max_new_tokens, batch_size,
-                 max_prompt_tokens, desc):
+                 max_seq_length, desc):
         assert len(inputs) == len(prompts) and all(text in p for text, p in zip(inputs, prompts, strict=True))
-        calls.append((desc, len(prompts), max_new_tokens, batch_size, max_prompt_tokens, decoding))
+        calls.append((desc, len(prompts), max_new_tokens, batch_size, max_seq_length, decoding))
         return [next(r for d, r in replies.items() if d in p) for p in prompts]
 
     return complete
@@ -199,7 +199,7 @@ def test_answer_groups_by_task_keeps_order_and_formats_outputs(monkeypatch):
         {"task": "labeling", "text": ""},
         {"task": "labeling", "text": "FINDINGS: Edema again."},
     ]
-    rows = answer(None, None, request, ALL_TASKS, batch_size=4, max_prompt_tokens=512)
+    rows = answer(None, None, request, ALL_TASKS, batch_size=4, max_seq_length=512)
     assert [r["task"] for r in rows] == [r["task"] for r in request]
     assert [c[:2] for c in calls] == [("serve labeling", 2), ("serve harmonization", 1),
                                       ("serve impression", 1)]
@@ -230,7 +230,7 @@ def test_pyfunc_predict_applies_the_models_and_the_requests_caps(monkeypatch):
     monkeypatch.setattr("pipelines.generation.complete", stub_complete(calls))
     assistant = assistant_model.ClinicalAssistant()
     assistant.model = assistant.tokenizer = None
-    assistant.served, assistant.batch_size, assistant.max_prompt_tokens = ALL_TASKS, 8, 640
+    assistant.served, assistant.batch_size, assistant.max_seq_length = ALL_TASKS, 8, 640
     assistant.max_new_tokens = 100  # the fine-tune evaluated with this cap
     assistant.decoding = "constrained"
     frame = assistant.predict(None, [{"task": "labeling", "text": "x"}, {"task": "impression", "text": "y"}],

@@ -87,7 +87,7 @@ def test_every_section_in_order_with_figures(built):
         "labeling": {"per_label_f1", "mcnemar_p_values"},
         "harmonization": {"accuracy", "confusion"},
         "impression": {"score_distributions", "paired_differences"},
-        "trajectory": {"metrics_by_epoch"},
+        "trajectory": {"metrics_by_epoch", "training_loss"},
         "poisoning": {"metrics_by_poison_rate"},
         "sweeps": {f"{SWEEP}_history", f"{SWEEP}_importances", f"{SWEEP}_parallel"},
         "reader": {"likert_distribution", "likert_means"},
@@ -218,16 +218,19 @@ def test_report_logged_to_the_analysis_run(built):
     logged = {a.path for a in client.list_artifacts(result.run_id, "report")}
     assert {"report/report.html", "report/manifest.json", "report/figures"} <= logged
     figures = {a.path.rsplit("/", 1)[1] for a in client.list_artifacts(result.run_id, "report/figures")}
-    assert "plotly.min.js" in figures
+    assert "plotly.min.js" not in figures  # the report embeds the one copy (figure_js json)
     for fig in result.report.figures:
-        assert fig.file_name.rsplit("/", 1)[1] in figures
+        assert fig.file_name.rsplit("/", 1)[1].replace(".html", ".json") in figures
+    tables = {a.path.rsplit("/", 1)[1] for a in client.list_artifacts(result.run_id, "report/tables")}
+    assert "labeling_summary.csv" in tables
     manifest = json.loads((result.folder / "manifest.json").read_text())
     assert [s["key"] for s in manifest["sections"]] == SECTION_KEYS
 
 
 def test_single_figure_pages_share_one_plotly_or_embed_it(built, tmp_path):
     result = built["result"]
-    page = (result.folder / result.report.figures[0].file_name).read_text()
+    write_report(result.report, tmp_path / "shared", figure_js="shared")
+    page = (tmp_path / "shared" / result.report.figures[0].file_name).read_text()
     assert external_sources(page) == ["plotly.min.js"]
     assert "plotly.min.js" in page and "cdn.plot.ly" not in page
     one = build_report_subset(result.report, 1)
@@ -394,11 +397,12 @@ def test_report_renders_as_the_mlflow_ui_artifact_view_shows_it(built, tmp_path)
 @needs_chromium
 def test_single_figure_page_renders_from_the_report_folder(built, tmp_path):
     fig = built["result"].report.figures[0]
-    state = report_browser.load(built["result"].folder / fig.file_name, tmp_path)
+    write_report(built["result"].report, tmp_path / "shared", figure_js="shared")
+    state = report_browser.load(tmp_path / "shared" / fig.file_name, tmp_path)
     assert state.figures == {fig.div_id: True}
     assert state.console_errors == []
     # the MLflow UI's preview cannot load the shared plotly.min.js: the page says so (docs/reports.md)
-    shown = report_browser.load_as_mlflow_shows_it(built["result"].folder / fig.file_name, tmp_path)
+    shown = report_browser.load_as_mlflow_shows_it(tmp_path / "shared" / fig.file_name, tmp_path)
     assert any("Plotly is not defined" in line for line in shown["console_errors"])
 
 

@@ -79,7 +79,7 @@ def test_report_of_real_fine_tunes(tiny_study):
         "impression-score_distributions",
     ):
         assert f'id="fig-{figure}"' in html, figure
-        assert (out / "report" / "figures" / f"{figure}.html").is_file()
+        assert (out / "report" / "figures" / f"{figure}.json").is_file()
     # sections without data say so in one line (one task per run, one epoch, no sweep, no ratings)
     for note in (
         "No labeling predictions in this analysis.",

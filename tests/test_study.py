@@ -2,6 +2,7 @@
 run, stale claims are taken over), and plan / run / interrupt / resume / skip on a tiny study."""
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
@@ -318,3 +319,37 @@ def claims_table():
     from pipelines.studies.claims import CLAIMS
 
     return CLAIMS
+
+
+def test_plan_tells_how_the_study_differs_from_the_paper_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    """A new user's `study studies/paper.yaml --plan` in an empty folder: the deviations (synthetic
+    data, constrained decoding), the weights missing here with their `hf download`, the hours; and
+    the folder (no tracking store, no claims database) and the caches stay as they were."""
+    from benchmarks.study_estimate import estimate_study
+    from pipelines.study import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("CLINICAL_SLM_CACHE", str(tmp_path / "lab"))
+    (tmp_path / "hub").mkdir()
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    paper = ROOT / "studies" / "paper.yaml"
+
+    assert main([str(paper), "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+    assert "14 of 14 runs train or score on synthetic (generated) data" in out
+    assert "12 of 12 fine-tunes use constrained decoding" in out and "--set decoding=free" in out
+    assert f"opt-350m (8 runs): hf download facebook/opt-350m --local-dir {tmp_path / 'lab' / 'opt-350m'}" in out
+    for model in ("phi-4-mini", "llama-3.2-1b", "mistral-7b", "qwen3-4b"):
+        assert f"  {model} (1 run): hf download " in out
+    assert "smollm2-135m" not in out  # the embedded model is always here
+    throughput = json.loads((ROOT / "benchmarks" / "results" / "h200-throughput.json").read_text())
+    hours = sum(e.hours for e in estimate_study(str(paper), throughput)[0])
+    assert f"about {hours:.1f} h of fine-tuning" in out and 20 < hours < 40  # README: about 28 GPU-hours
+
+    # with the paper's decoding, that deviation is gone
+    assert main([str(paper), "--plan", "--set", "decoding=free"]) == 0
+    out = capsys.readouterr().out
+    assert "synthetic (generated)" in out and "constrained decoding" not in out

@@ -171,4 +171,4 @@ def test_end_of_sweep_prints_the_best_trial_as_a_finetune_command(tiny_sweep):
     assert config.learning_rate == pytest.approx(best.params["learning_rate"])
     assert config.lora_r == best.params["lora_r"] and config.eval_split == "test"
     assert config.tasks == ("harmonization",) and config.checkpoint_epochs == (1, 2)
-    assert "--study-name tiny" in second and '"PRUNED": 1' in second
+    assert "--optuna-study tiny" in second and '"PRUNED": 1' in second

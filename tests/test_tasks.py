@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
@@ -12,9 +13,10 @@ from pipelines.data.records import ReportRecord, SeriesRecord, labels_from_findi
 from pipelines.registry import UnknownNameError
 from pipelines.schema import LABEL_KEYS, NO, SERIES_CLASSES, YES
 from pipelines.tasks import get_task, parse_task_list, task_names
-from pipelines.tasks.base import RESPONSE_MARKER, Parsed, Task, precision_recall_f1
+from pipelines.tasks.base import RESPONSE_MARKER, Parsed, Task
 from pipelines.tasks.harmonization import normalize_class
 from pipelines.tasks.json_output import extract_json_object
+from pipelines.tasks.metrics import macro_f1, precision_recall_f1
 
 LABELING, HARMONIZATION, IMPRESSION = (get_task(n) for n in ("labeling", "harmonization", "impression"))
 
@@ -249,7 +251,10 @@ def test_labeling_metrics_on_a_hand_computed_case() -> None:
     assert (m["recall/Fracture"], m["f1/Fracture"]) == (0.0, 0.0)
     assert m["f1/Lung Lesion"] == m["precision/Lung Lesion"] == m["recall/Lung Lesion"] == 1.0
     assert [m[f"support/{k}"] for k in ("Cardiomegaly", "Edema", "No Finding", "Fracture")] == [2, 2, 1, 0]
-    assert m["f1_macro"] == pytest.approx((0.8 + 2 / 3 + 1 + 0 + 0 + 9) / 14)
+    assert m["f1_macro"] == pytest.approx((0.8 + 2 / 3 + 1 + 0 + 0 + 9) / 14, abs=1e-12)
+    # Supported: the labels with a reference Yes (Cardiomegaly, Edema, No Finding, Pleural Effusion);
+    # Fracture's false positive and the nine absent labels stay out.
+    assert m["f1_macro_supported"] == pytest.approx((0.8 + 2 / 3 + 1 + 0) / 4, abs=1e-12)
     assert m["f1_micro"] == pytest.approx(2 * 4 / (2 * 4 + 2 + 2))  # TP 4, FP 2, FN 2 pooled
     assert m["exact_match"] == 0.25
     assert (m["parse_partial_rate"], m["parse_fail_rate"]) == (0.25, 0.0)
@@ -300,6 +305,52 @@ def test_precision_recall_f1_zero_division_policy() -> None:
     assert precision_recall_f1(0, 0, 3) == (0.0, 0.0, 0.0)
     assert precision_recall_f1(0, 2, 0) == (0.0, 0.0, 0.0)
     assert precision_recall_f1(3, 1, 2) == pytest.approx((0.75, 0.6, 6 / 9))
+
+
+def test_precision_recall_f1_is_elementwise_on_arrays() -> None:
+    precision, recall, f1 = precision_recall_f1(np.array([0, 0, 3]), np.array([0, 2, 1]), np.array([0, 0, 2]))
+    assert precision.tolist() == [1.0, 0.0, 0.75] and recall.tolist() == [1.0, 0.0, 0.6]
+    assert f1 == pytest.approx([1.0, 0.0, 6 / 9], abs=1e-12)
+
+
+def test_macro_averages_of_the_issue_reproduction() -> None:
+    # References T1, T2, T1, T2; one T1 predicted as T2. T1: tp 1, fn 1 -> F1 2/3. T2: tp 2, fp 1 ->
+    # F1 4/5. The five other classes occur nowhere.
+    y_true, y_pred = ["T1", "T2", "T1", "T2"], ["T1", "T2", "T2", "T2"]
+    tp, fp, fn = np.array([1, 2, 0, 0, 0, 0, 0]), np.array([0, 1, 0, 0, 0, 0, 0]), np.array([1, 0, 0, 0, 0, 0, 0])
+    assert macro_f1(tp, fp, fn, "occurring") == pytest.approx(11 / 15, abs=1e-12)  # the 0.733
+    assert macro_f1(tp, fp, fn, "occurring") == pytest.approx(f1_score(y_true, y_pred, average="macro"), abs=1e-12)
+    assert macro_f1(tp, fp, fn, "all") == pytest.approx((2 / 3 + 4 / 5 + 5) / 7, abs=1e-12)  # the 0.924
+    assert macro_f1(tp, fp, fn, "supported") == pytest.approx(11 / 15, abs=1e-12)
+    scores = HARMONIZATION.score(y_true, [Parsed(c, "ok") for c in y_pred])
+    assert scores.metrics["f1_macro"] == pytest.approx(11 / 15, abs=1e-12)
+
+
+def test_macro_f1_is_vectorised_and_nan_without_a_class_to_average() -> None:
+    tp = np.array([[1, 0], [0, 0]])
+    fp = np.array([[0, 1], [0, 0]])
+    fn = np.zeros((2, 2), dtype=int)
+    assert macro_f1(tp, fp, fn, "all").tolist() == [0.5, 1.0]
+    supported = macro_f1(tp, fp, fn, "supported")
+    assert supported[0] == 1.0 and math.isnan(supported[1])
+    with pytest.raises(UnknownNameError, match="all, occurring, supported"):
+        macro_f1(tp, fp, fn, "weighted")
+
+
+def test_supported_macro_f1_ignores_absent_labels_that_the_paper_scores_1() -> None:
+    # Two reports, only Cardiomegaly positive. A false "Edema" turns Edema's free 1.0 into 0.0:
+    # the paper's f1_macro drops by 1/14, the supported mean does not move.
+    references = [labels("Cardiomegaly"), labels("Cardiomegaly")]
+    exact = LABELING.score(references, [Parsed(r, "ok") for r in references]).metrics
+    one_fp = LABELING.score(references, [Parsed(references[0], "ok"), Parsed(labels("Cardiomegaly", "Edema"), "ok")])
+    assert exact["f1_macro"] - one_fp.metrics["f1_macro"] == pytest.approx(1 / 14, abs=1e-12)
+    assert exact["f1_macro_supported"] == one_fp.metrics["f1_macro_supported"] == 1.0
+    y_true = [[r[k] == YES for k in LABEL_KEYS] for r in references]
+    supported = [j for j, k in enumerate(LABEL_KEYS) if any(row[j] for row in y_true)]
+    y_pred = [[r[k] == YES for k in LABEL_KEYS] for r in (references[0], labels("Cardiomegaly", "Edema"))]
+    assert one_fp.metrics["f1_macro_supported"] == pytest.approx(
+        f1_score(y_true, y_pred, labels=supported, average="macro"), abs=1e-12
+    )
 
 
 # ---------------------------------------------------------------- harmonization

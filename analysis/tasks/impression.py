@@ -1,8 +1,9 @@
 """Task 3, impression generation: BLEU and ROUGE per example and per corpus, paired tests.
 
 Per-example scores are the producer's (``scores`` in predictions). Corpus BLEU is recomputed
-with sacrebleu over the parsed impressions (an unparsed output is the empty string); corpus
-ROUGE-1/2/L are the means of the per-example F-measures, as rouge-score has no corpus mode.
+with sacrebleu over the parsed impressions (an unparsed output is the empty string), with a
+percentile bootstrap interval over the reports; corpus ROUGE-1/2/L are the means of the
+per-example F-measures, as rouge-score has no corpus mode.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import numpy as np
 from sacrebleu.metrics import BLEU
 
 from analysis.runs import AlignedPair
-from analysis.stats import PAIRED_SCORE_TESTS, mean_difference
+from analysis.stats import DEFAULT_BOOTSTRAP, PAIRED_SCORE_TESTS, BootstrapSpec, WeightedStatistic, mean_difference
 from analysis.tasks.base import (
     TASK_ANALYSES,
     CompareOptions,
@@ -24,7 +25,9 @@ from analysis.tasks.base import (
     Tables,
     TaskAnalysis,
     add_adjusted,
+    bootstrap_columns,
     parse_fail_rate,
+    sorted_records,
 )
 
 METRICS: tuple[str, ...] = ("bleu", "rouge1", "rouge2", "rougeL")  # BLEU 0-100, ROUGE 0-1
@@ -54,9 +57,23 @@ def corpus_bleu(records: list[dict[str, Any]]) -> float:
     """sacrebleu corpus BLEU (0-100) of the parsed impressions against the references."""
     if not records:
         return float("nan")
+    return float(bleu_statistic(records)(np.ones((1, len(records))))[0])
+
+
+def bleu_statistic(records: list[dict[str, Any]]) -> WeightedStatistic:
+    """Corpus BLEU as a function of (resamples x n) example weights.
+
+    BLEU is a function of n-gram counts summed over the corpus, so a resample's score comes from
+    weighted sums of each report's counts (sacrebleu's own route for its significance tests).
+    """
     hypotheses = [r["parsed"] if isinstance(r.get("parsed"), str) else "" for r in records]
     scorer = _bleu_for(tuple(str(r.get("reference", "")) for r in records))
-    return float(scorer.corpus_score(hypotheses, None).score)
+    counts = np.array(scorer._extract_corpus_statistics(hypotheses, None), dtype=float)
+
+    def statistic(weights: np.ndarray) -> np.ndarray:
+        return np.array([scorer._compute_score_from_stats(list(row)).score for row in weights @ counts])
+
+    return statistic
 
 
 @lru_cache(maxsize=8)
@@ -66,8 +83,9 @@ def _bleu_for(references: tuple[str, ...]) -> BLEU:
     return BLEU(references=[list(references)])
 
 
-def summarize(records: Records, alpha: float = 0.05) -> Tables:
-    """impression_summary (corpus BLEU, mean ROUGE, mean per-example BLEU) and per-example scores."""
+def summarize(records: Records, alpha: float = 0.05, bootstrap: BootstrapSpec = DEFAULT_BOOTSTRAP) -> Tables:
+    """impression_summary (corpus BLEU with a bootstrap interval, mean ROUGE, mean per-example BLEU)
+    and per-example scores."""
     ordered = list(records.values())
     vectors = score_vectors(ordered)
     per_example = [
@@ -78,9 +96,12 @@ def summarize(records: Records, alpha: float = 0.05) -> Tables:
         }
         for r, values in zip(ordered, zip(*(vectors[m].tolist() for m in METRICS), strict=True), strict=True)
     ]
+    by_id = sorted_records(records)
+    bleu = {"bleu": bleu_statistic(by_id)} if by_id else {}
     summary = {
         "n": len(ordered),
-        "bleu": corpus_bleu(ordered),
+        "bleu": float("nan"),
+        **bootstrap_columns(bleu, len(by_id), alpha, bootstrap),
         **{m: float(vectors[m].mean()) if ordered else float("nan") for m in METRICS[1:]},
         "bleu_example_mean": float(vectors["bleu"].mean()) if ordered else float("nan"),
         "parse_fail_rate": parse_fail_rate(records),
@@ -115,6 +136,7 @@ def compare(pair: AlignedPair, options: CompareOptions) -> Tables:
                     "df": result.df,
                     "p_value": result.p_value,
                     "method": result.test,
+                    "note": result.note,
                 }
             )
         rows += add_adjusted(family, options)

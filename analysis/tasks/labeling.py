@@ -1,7 +1,9 @@
-"""Task 1, report labeling: per-label F1 / precision / recall / support and McNemar per label.
+"""Task 1, report labeling: per-label F1 / precision / recall / support, both macro-F1 variants with
+bootstrap intervals, McNemar per label and the paired bootstrap test of the macro-F1 difference.
 
 A predicted key that is missing, or not "Yes"/"No", counts as the opposite of the reference
-(wrong), so a failed parse is wrong on all 14 labels. Positive class: "Yes".
+(wrong), so a failed parse is wrong on all 14 labels. Positive class: "Yes". The F1 definitions are
+pipelines.tasks.metrics', the same the runs log.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from analysis.runs import AlignedPair
+from analysis.stats import DEFAULT_BOOTSTRAP, BootstrapSpec, WeightedStatistic
 from analysis.tasks.base import (
     TASK_ANALYSES,
     CompareOptions,
@@ -20,11 +23,17 @@ from analysis.tasks.base import (
     Tables,
     TaskAnalysis,
     add_adjusted,
-    f1_from_counts,
+    bootstrap_columns,
+    bootstrap_test_rows,
     mcnemar_row,
     parse_fail_rate,
+    sorted_records,
 )
 from pipelines.schema import LABEL_KEYS, NO, YES
+from pipelines.tasks.metrics import macro_f1, precision_recall_f1
+
+# summary column -> macro average (pipelines.tasks.metrics.MACRO_AVERAGES)
+MACRO_COLUMNS: dict[str, str] = {"f1_macro": "all", "f1_macro_supported": "supported"}
 
 
 def yes_matrices(records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
@@ -76,33 +85,46 @@ def per_label_rows(truth: np.ndarray, predicted: np.ndarray) -> Rows:
         "fn": (truth & ~predicted).sum(axis=0),
         "tn": (~truth & ~predicted).sum(axis=0),
     }
+    precision, recall, f1 = precision_recall_f1(counts["tp"], counts["fp"], counts["fn"])
     rows = []
     for j, key in enumerate(LABEL_KEYS):
         cell = {name: int(values[j]) for name, values in counts.items()}
-        precision, recall, f1 = f1_from_counts(cell["tp"], cell["fp"], cell["fn"])
         rows.append(
             {
                 "label": key,
                 **cell,
                 "support": cell["tp"] + cell["fn"],
-                "precision": precision,
-                "recall": recall,
-                "f1": f1,
+                "precision": float(precision[j]),
+                "recall": float(recall[j]),
+                "f1": float(f1[j]),
             }
         )
     return rows
 
 
-def summarize(records: Records, alpha: float = 0.05) -> Tables:
-    """labeling_per_label (14 rows) and labeling_summary (macro / micro F1, exact match, parse failures)."""
-    truth, predicted = yes_matrices(list(records.values()))
+def macro_statistics(truth: np.ndarray, predicted: np.ndarray) -> dict[str, WeightedStatistic]:
+    """Each macro-F1 column as a function of (resamples x n) example weights."""
+    tp, fp, fn = (m.astype(float) for m in (truth & predicted, ~truth & predicted, truth & ~predicted))
+
+    def statistic(average: str) -> WeightedStatistic:
+        return lambda weights: macro_f1(weights @ tp, weights @ fp, weights @ fn, average)
+
+    return {column: statistic(average) for column, average in MACRO_COLUMNS.items()}
+
+
+def summarize(records: Records, alpha: float = 0.05, bootstrap: BootstrapSpec = DEFAULT_BOOTSTRAP) -> Tables:
+    """labeling_per_label (14 rows) and labeling_summary: both macro-F1 variants with percentile
+    bootstrap intervals, micro F1, exact match, parse failures."""
+    truth, predicted = yes_matrices(sorted_records(records))
     rows = per_label_rows(truth, predicted)
     tp, fp, fn = (sum(r[c] for r in rows) for c in ("tp", "fp", "fn"))
     exact = np.all(truth == predicted, axis=1)
     summary = {
         "n": len(records),
-        "f1_macro": float(np.mean([r["f1"] for r in rows])),  # the paper's headline: mean of 14 F1s
-        "f1_micro": f1_from_counts(tp, fp, fn)[2],
+        # f1_macro is the paper's headline (mean of the 14 F1s, absent labels 1.0)
+        **bootstrap_columns(macro_statistics(truth, predicted), len(records), alpha, bootstrap),
+        "labels_supported": sum(r["support"] > 0 for r in rows),
+        "f1_micro": float(precision_recall_f1(tp, fp, fn)[2]),
         "exact_match": float(exact.mean()) if exact.size else float("nan"),
         "parse_fail_rate": parse_fail_rate(records),
     }
@@ -110,10 +132,19 @@ def summarize(records: Records, alpha: float = 0.05) -> Tables:
 
 
 def compare(pair: AlignedPair, options: CompareOptions) -> Tables:
-    """McNemar per label on paired per-report correctness; correction across the 14 labels."""
-    ref, other = correctness(pair.ref), correctness(pair.other)
+    """McNemar per label on paired per-report correctness (correction across the 14 labels), and
+    the paired bootstrap test of each macro-F1 difference."""
+    (truth, ref_guess), (_, other_guess) = yes_matrices(pair.ref), yes_matrices(pair.other)
+    ref, other = truth == ref_guess, truth == other_guess
     rows = [{"label": key, **mcnemar_row(ref[:, j], other[:, j])} for j, key in enumerate(LABEL_KEYS)]
-    return {"labeling_mcnemar": add_adjusted(rows, options)}
+    ref_stats, other_stats = macro_statistics(truth, ref_guess), macro_statistics(truth, other_guess)
+    tests = {column: (ref_stats[column], other_stats[column]) for column in MACRO_COLUMNS}
+    return {
+        "labeling_mcnemar": add_adjusted(rows, options),
+        "labeling_f1_macro_tests": bootstrap_test_rows(tests, len(pair.ids), options),
+    }
 
 
-ANALYSIS = TASK_ANALYSES.add("labeling", TaskAnalysis("labeling", summarize, compare, ("f1_macro",)))
+ANALYSIS = TASK_ANALYSES.add(
+    "labeling", TaskAnalysis("labeling", summarize, compare, ("f1_macro", "f1_macro_supported"))
+)

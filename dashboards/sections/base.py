@@ -37,6 +37,10 @@ class Section:
         return cls(note=note)
 
 
+# What one test example of each task is, for "n = ..." in captions.
+EXAMPLE_UNITS = {"labeling": "reports", "harmonization": "series descriptions", "impression": "reports"}
+
+
 @dataclass
 class ReportContext:
     """What every builder reads."""
@@ -53,6 +57,34 @@ class ReportContext:
     @property
     def alpha(self) -> float:
         return self.inputs.alpha
+
+    def test_size(self, task: str) -> str:
+        """"20 test reports": the task's number of test examples (a range if runs differ), "" if unknown."""
+        summary = self.table(f"{task}_summary")
+        if summary is None or "n" not in summary:
+            return ""
+        sizes = sorted({int(n) for n in summary["n"].dropna()})
+        if not sizes:
+            return ""
+        count = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
+        return f"{count} test {EXAMPLE_UNITS.get(task, 'examples')}"
+
+    def n_text(self, *tasks: str) -> str:
+        """"n = 20 test reports" for one task; "n = 20 test reports (labeling), ..." for several."""
+        sizes = [(task, self.test_size(task)) for task in tasks]
+        sizes = [(task, size) for task, size in sizes if size]
+        if not sizes:
+            return "n unknown"
+        if len(tasks) == 1:
+            return f"n = {sizes[0][1]}"
+        return "n = " + ", ".join(f"{size} ({task})" for task, size in sizes)
+
+    @property
+    def correction_text(self) -> str:
+        """Which significance is in use: "unadjusted (the paper's choice)" or "Holm-adjusted" etc."""
+        correction = self.inputs.params.get("correction", "none")
+        names = {"none": "unadjusted p-values (the paper's choice)", "holm": "Holm-adjusted p-values"}
+        return names.get(correction, f"{correction}-adjusted p-values")
 
     def published(self, task: str, metric: str, run_ids: Iterable[str]) -> list[Published]:
         return published_for(task, metric, self.options.paper_lines, self.runs.params_of(run_ids))

@@ -82,8 +82,8 @@ def accuracy_figure(ctx: ReportContext, summary: pd.DataFrame) -> FigureItem:
     fig.update_layout(margin={"l": 220})
     values = "; ".join(f"{p.system} {p.value:.3f}" for p in published)
     caption = (
-        f"Exact-match accuracy of the sequence class with its {1 - ctx.alpha:.0%} Wilson interval; the "
-        "reference run is a diamond."
+        f"Exact-match accuracy of the sequence class with its {1 - ctx.alpha:.0%} Wilson interval "
+        f"({ctx.n_text('harmonization')}); the reference run is a diamond."
         + (
             f" Grey lines: the paper's published accuracies ({values}), "
             "on its institution's own series descriptions "
@@ -165,8 +165,8 @@ def confusion_figure(ctx: ReportContext, confusion: pd.DataFrame) -> FigureItem:
     fig.update_xaxes(title_text=f"predicted class; {INVALID} = no valid class written", side="bottom")
     fig.update_yaxes(title_text="reference class", autorange="reversed")
     caption = (
-        "Rows are the true sequence classes, columns what the model wrote; numbers are counts and color is "
-        "the share of the row. Pick another run in the menu (top right); "
+        f"Rows are the true sequence classes, columns what the model wrote ({ctx.n_text('harmonization')}); "
+        "numbers are counts and color is the share of the row. Pick another run in the menu (top right); "
         + (
             "the run chosen for this report shows first."
             if ctx.options.confusion_run

@@ -99,7 +99,7 @@ def distribution_figure(ctx: ReportContext, per_example: pd.DataFrame, summary: 
     )
     caption = (
         "Each dot is one test report's generated impression scored against its reference (sentence BLEU, "
-        "ROUGE-L F-measure); boxes show quartiles, the dashed line the mean."
+        f"ROUGE-L F-measure; {ctx.n_text('impression')}); boxes show quartiles, the dashed line the mean."
         + (f" Corpus BLEU: {escape(bleu)}." if bleu else "")
     )
     return FigureItem("score_distributions", fig, caption)
@@ -157,6 +157,8 @@ def paired_figure(ctx: ReportContext, tests: pd.DataFrame) -> FigureItem:
                             fmt_p(row["p_value"]),
                             fmt_p(row.get("p_adjusted", row["p_value"])),
                             int(row["n"]),
+                            fmt_p(row.get("p_holm", row["p_value"])),
+                            _note(row.get("note")),
                         ]
                     ],
                     hovertemplate=hover(
@@ -167,7 +169,8 @@ def paired_figure(ctx: ReportContext, tests: pd.DataFrame) -> FigureItem:
                             f"difference %{{x:{fmt}}} ({level:.0%} CI %{{customdata[4]:{fmt}}} "
                             f"to %{{customdata[5]:{fmt}}})",
                             "paired t = %{customdata[6]:.2f}, df %{customdata[7]}, n %{customdata[10]}",
-                            "p %{customdata[8]}, adjusted %{customdata[9]}",
+                            "p %{customdata[8]} unadjusted, %{customdata[11]} Holm, %{customdata[9]} in use"
+                            "%{customdata[12]}",
                         ],
                     ),
                     showlegend=False,
@@ -190,11 +193,18 @@ def paired_figure(ctx: ReportContext, tests: pd.DataFrame) -> FigureItem:
     fig.update_yaxes(title_text="run compared", row=1, col=1)
     fig.update_layout(margin={"l": 220})
     caption = (
-        f"Mean per-example difference (this run minus the reference) with its {level:.0%} interval, and the "
-        f"paired t-test's p-value; filled markers and ★: p < {ctx.alpha:g}. Wilcoxon signed-rank results are "
-        "in the impression_paired_tests table."
+        f"Mean per-example difference (this run minus the reference; {ctx.n_text('impression')}) with its "
+        f"{level:.0%} interval and the paired t-test's p-value, {escape(ctx.correction_text)} in use (hover: "
+        f"unadjusted and Holm); filled markers and ★: p < {ctx.alpha:g}, and p n/a marks a degenerate test "
+        "(constant differences; the reason is in the hover). Wilcoxon signed-rank results are in the "
+        "impression_paired_tests table."
     )
     return FigureItem("paired_differences", fig, caption)
+
+
+def _note(value) -> str:
+    """A degenerate test's reason as a hover suffix ('' for a regular test)."""
+    return f"; {escape(str(value))}" if isinstance(value, str) and value else ""
 
 
 def examples_table(ctx: ReportContext, per_example: pd.DataFrame) -> tuple[str, str]:
@@ -243,8 +253,8 @@ def examples_table(ctx: ReportContext, per_example: pd.DataFrame) -> tuple[str, 
         + "</tr></thead><tbody>"
         + "".join(rows)
         + "</tbody></table></div>"
-        f'<p class="caption">{len(picks)} test reports spread over the BLEU range of '
-        f"{escape(ctx.runs.label(reference))} (lowest to highest), each with the radiologist's impression"
+        f'<p class="caption">{len(picks)} of the {escape(ctx.test_size("impression"))} spread over the BLEU '
+        f"range of {escape(ctx.runs.label(reference))} (lowest to highest), each with the radiologist's impression"
         " and the generated ones of that run and of the two other runs with the highest mean BLEU.</p>"
     )
     return html, ""

@@ -1,4 +1,5 @@
-"""Section 2: per-label F1 by run, and McNemar p-values per label against the reference run."""
+"""Section 2: per-label F1 by run, McNemar p-values per label against the reference run, and the
+paired bootstrap test of each macro-F1 difference beside the per-label counts of significant tests."""
 
 from __future__ import annotations
 
@@ -43,12 +44,13 @@ def build(ctx: ReportContext) -> Section:
         return Section.empty("No labeling predictions in this analysis.")
     figures = [per_label_figure(ctx, per_label, summary)]
     mcnemar = ctx.table("labeling_mcnemar")
-    note = ""
+    note, blocks = "", []
     if mcnemar is not None:
         figures.append(mcnemar_figure(ctx, mcnemar))
+        blocks.append(tests_table(ctx, mcnemar, ctx.table("labeling_f1_macro_tests")))
     else:
         note = "No McNemar tests: no other run has labeling predictions to pair with the reference run's."
-    return Section(figures=figures, note=note)
+    return Section(figures=figures, blocks=blocks, note=note)
 
 
 def per_label_figure(ctx: ReportContext, per_label: pd.DataFrame, summary: pd.DataFrame) -> FigureItem:
@@ -84,8 +86,9 @@ def per_label_figure(ctx: ReportContext, per_label: pd.DataFrame, summary: pd.Da
     fig.update_xaxes(title_text="CheXpert label", tickangle=-35)
     fig.update_yaxes(title_text="F1 (0-1)", range=[0, 1.05])
     caption = (
-        'F1 of each of the 14 labels (positive class: "Yes"), one bar per run colored by model; hatching '
-        "tells runs of the same model apart, and a label with no positives that no run predicted scores 1.0." + limited
+        f'F1 of each of the 14 labels (positive class: "Yes"; {ctx.n_text("labeling")}), one bar per run colored '
+        "by model; hatching tells runs of the same model apart, and a label with no positives that no run "
+        "predicted scores 1.0." + limited
     )
     return FigureItem("per_label_f1", fig, caption)
 
@@ -177,7 +180,51 @@ def mcnemar_figure(ctx: ReportContext, mcnemar: pd.DataFrame) -> FigureItem:
     adjusted = f"adjusted with {correction} across the 14 labels" if correction != "none" else "unadjusted"
     caption = (
         f"McNemar's test on paired per-report correctness of each label against the reference run "
-        f"({escape(reference)}); p-values {adjusted}. "
+        f"({escape(reference)}; {ctx.n_text('labeling')}); p-values {adjusted}, the table below counts both. "
         f"Cells with p < {ctx.alpha:g} carry ★ and an orange box; darker means smaller p."
     )
     return FigureItem("mcnemar_p_values", fig, caption)
+
+
+def tests_table(ctx: ReportContext, mcnemar: pd.DataFrame, macro: pd.DataFrame | None) -> str:
+    """Per compared run: each macro-F1 difference with its bootstrap interval and p-value, and how
+    many labels McNemar finds significant unadjusted and Holm-adjusted."""
+    metrics = [("f1_macro", "Δ macro F1, 14 labels (paper)"), ("f1_macro_supported", "Δ macro F1, labels present")]
+    head = ["Run compared"] + [title for _, title in metrics] + ["Labels p < α, unadjusted", "Labels p < α, Holm"]
+    rows = []
+    for run in ctx.runs.ordered(mcnemar["run_id"]):
+        cells = [f'<td><span class="swatch" style="background:{run.color}"></span>{escape(run.label)}</td>']
+        for metric, _ in metrics:
+            cells.append(f"<td>{_difference(macro, run.run_id, metric)}</td>")
+        mine = mcnemar[mcnemar["run_id"] == run.run_id]
+        for column in ("significant_unadjusted", "significant_holm"):
+            count = int(mine[column].astype(str).str.lower().eq("true").sum()) if column in mine else None
+            cells.append(f"<td>{count if count is not None else '–'}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    level = f"{1 - ctx.alpha:.0%}"
+    resamples = ""
+    if macro is not None and "resamples" in macro and len(macro):
+        resamples = f" ({int(macro['resamples'].max())} resamples of the reports, seed {macro['seed'].iloc[0]})"
+    return (
+        '<div class="table-wrap"><table class="tests"><thead><tr>'
+        + "".join(f"<th>{escape(h)}</th>" for h in head)
+        + "</tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table></div>"
+        f'<p class="caption">Each run against {escape(ctx.runs.label(ctx.inputs.reference_run_id or ""))} '
+        f"({escape(ctx.n_text('labeling'))}): the macro-F1 difference (this run − reference) with its {level} "
+        f"paired percentile bootstrap interval and p-value{escape(resamples)}, and the labels whose McNemar test "
+        f"has p < {ctx.alpha:g} before and after Holm's correction across the 14 labels. In use for ★ and "
+        f"the heatmap: {escape(ctx.correction_text)}.</p>"
+    )
+
+
+def _difference(tests: pd.DataFrame | None, run_id: str, metric: str) -> str:
+    """'+0.052 [−0.010, 0.120], p 0.110' for one run and metric, '–' without a test."""
+    if tests is None or "metric" not in tests:
+        return "–"
+    row = tests[(tests["run_id"] == run_id) & (tests["metric"] == metric)]
+    if row.empty or not np.isfinite(row["diff"].iloc[0]):
+        return "–"
+    r = row.iloc[0]
+    return f'{r["diff"]:+.3f} <span class="ci">[{r["ci_low"]:.3f}, {r["ci_high"]:.3f}]</span>, p {fmt_p(r["p_value"])}'

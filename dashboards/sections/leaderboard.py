@@ -1,4 +1,8 @@
-"""Section 1: every run with its headline metrics, best marked, published values as reference lines."""
+"""Section 1: every run with its headline metrics, best marked, published values as reference lines.
+
+Intervals: the harmonization accuracy's is Wilson's; the others are percentile bootstrap intervals
+over the test examples (analysis.stats), shown where the analysis computed them.
+"""
 
 from __future__ import annotations
 
@@ -22,17 +26,21 @@ from dashboards.style import (
 
 # (task, column, table header, higher is better, number format)
 COLUMNS: tuple[tuple[str, str, str, bool, str], ...] = (
-    ("labeling", "f1_macro", "Labeling macro F1", True, ".3f"),
+    ("labeling", "f1_macro", "Labeling macro F1, 14 labels (paper) [CI]", True, ".3f"),
+    ("labeling", "f1_macro_supported", "Labeling macro F1, labels present [CI]", True, ".3f"),
     ("labeling", "parse_fail_rate", "Labeling parse fails", False, ".0%"),
     ("harmonization", "accuracy", "Harmonization accuracy [CI]", True, ".3f"),
+    ("harmonization", "f1_macro", "Harmonization macro F1 [CI]", True, ".3f"),
     ("harmonization", "parse_fail_rate", "Harmonization parse fails", False, ".0%"),
-    ("impression", "bleu", "Impression BLEU", True, ".1f"),
+    ("impression", "bleu", "Impression BLEU [CI]", True, ".1f"),
     ("impression", "rougeL", "Impression ROUGE-L", True, ".3f"),
     ("impression", "parse_fail_rate", "Impression parse fails", False, ".0%"),
 )
+TASKS = ("labeling", "harmonization", "impression")
 # charted column -> (panel title, axis title with units, axis range)
 CHARTED = {
     "labeling/f1_macro": ("Labeling: macro F1", "macro F1 (0-1)", [0, 1.05]),
+    "labeling/f1_macro_supported": ("Labeling: macro F1, labels present", "macro F1 (0-1)", [0, 1.05]),
     "harmonization/accuracy": ("Harmonization: accuracy", "accuracy (0-1)", [0, 1.05]),
     "impression/bleu": ("Impression: BLEU", "corpus BLEU (0-100)", [0, 105]),
     "impression/rougeL": ("Impression: ROUGE-L", "mean ROUGE-L (0-1)", [0, 1.05]),
@@ -42,12 +50,13 @@ CHARTED = {
 def headline_frame(ctx: ReportContext) -> pd.DataFrame:
     """One row per run (index run_id), one column per `task/column` of COLUMNS (NaN: not scored)."""
     frame = pd.DataFrame()
-    for task in ("labeling", "harmonization", "impression"):
+    for task in TASKS:
         summary = ctx.table(f"{task}_summary")
         if summary is None:
             continue
         wanted = [c for t, c, *_ in COLUMNS if t == task and c in summary]
         extra = [c for c in ("ci_low", "ci_high") if task == "harmonization" and c in summary]
+        extra += [f"{c}_{end}" for c in wanted for end in ("boot_low", "boot_high") if f"{c}_{end}" in summary]
         part = summary.drop_duplicates("run_id").set_index("run_id")[wanted + extra]
         part.columns = [f"{task}/{c}" for c in part.columns]
         frame = part if frame.empty else frame.join(part, how="outer")
@@ -121,7 +130,10 @@ def build(ctx: ReportContext) -> Section:
         panels=True,
     )
     fig.update_layout(margin={"l": 220})
-    caption = "Each bar is one run (color: model); ★ and a dark outline mark the best run per metric. " + (
+    caption = (
+        f"Each bar is one run (color: model; {ctx.n_text(*TASKS)}); ★ and a dark outline mark the best run per "
+        "metric. "
+    ) + (
         f"Grey lines are the paper's published values ({'; '.join(lines)})."
         if lines
         else "The paper's published values are not drawn: no run here used the paper's data."
@@ -151,12 +163,7 @@ def leaderboard_table(ctx: ReportContext, frame: pd.DataFrame, best: dict[str, s
         for task, column, _, fmt in present:
             key = f"{task}/{column}"
             value = frame.at[run.run_id, key]
-            shown = format(value, fmt) if _finite(value) else "–"
-            if key == "harmonization/accuracy" and _finite(frame.get("harmonization/ci_low", {}).get(run.run_id)):
-                shown += (
-                    f' <span class="ci">[{frame.at[run.run_id, "harmonization/ci_low"]:.3f}, '
-                    f"{frame.at[run.run_id, 'harmonization/ci_high']:.3f}]</span>"
-                )
+            shown = (format(value, fmt) if _finite(value) else "–") + _interval(frame, run.run_id, key, fmt)
             is_best = run.run_id in best.get(key, ())
             cells.append(
                 f'<td data-sort="{value if _finite(value) else ""}" class="{"best" if is_best else ""}">'
@@ -169,10 +176,30 @@ def leaderboard_table(ctx: ReportContext, frame: pd.DataFrame, best: dict[str, s
         + "</tr></thead><tbody>"
         + "".join(rows)
         + "</tbody></table></div>"
-        '<p class="caption">Every run of the analysis with its headline metrics; click a column header '
-        "to sort. ★ marks the best value per column (lowest for parse failures); the harmonization "
-        f"interval is the {1 - ctx.alpha:.0%} Wilson interval.</p>"
+        f'<p class="caption">Every run of the analysis with its headline metrics ({escape(ctx.n_text(*TASKS))}); '
+        "click a column header to sort. ★ marks the best value per column (lowest for parse failures); "
+        f"intervals are {1 - ctx.alpha:.0%} {_bootstrap_text(ctx)}, except the Wilson interval of harmonization "
+        "accuracy. The paper's macro F1 averages all 14 labels, a label absent from references and "
+        "predictions scoring 1.0; the second averages only the labels with a positive reference.</p>"
     )
+
+
+def _bootstrap_text(ctx: ReportContext) -> str:
+    """"percentile bootstrap intervals (2000 resamples of the test examples, seed 7)"."""
+    params = ctx.inputs.params
+    resamples, seed = params.get("bootstrap_resamples"), params.get("bootstrap_seed")
+    detail = f" ({resamples} resamples of the test examples, seed {seed})" if resamples and seed else ""
+    return f"percentile bootstrap intervals{detail}"
+
+
+def _interval(frame: pd.DataFrame, run_id: str, key: str, fmt: str) -> str:
+    """' [low, high]' from the Wilson (harmonization accuracy) or bootstrap columns, '' without one."""
+    low, high = (f"{key}_boot_low", f"{key}_boot_high")
+    if key == "harmonization/accuracy":
+        low, high = "harmonization/ci_low", "harmonization/ci_high"
+    if low not in frame or not _finite(frame.at[run_id, low]):
+        return ""
+    return f' <span class="ci">[{frame.at[run_id, low]:{fmt}}, {frame.at[run_id, high]:{fmt}}]</span>'
 
 
 def _num_cell(value, fmt: str) -> str:

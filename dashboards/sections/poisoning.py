@@ -111,11 +111,14 @@ def poisoning_figure(ctx: ReportContext, metrics: pd.DataFrame) -> FigureItem:
     for i, panel in enumerate(panels):
         fig.update_yaxes(title_text=PANELS[panel][2], range=PANELS[panel][3], row=i // cols + 1, col=i % cols + 1)
     layout(fig, "Task metrics against the labeling poison rate", height=330 * rows_n + 170, panels=True)
-    return FigureItem("metrics_by_poison_rate", fig, verdict(metrics, significant))
+    return FigureItem("metrics_by_poison_rate", fig, verdict(metrics, significant, ctx.n_text(*UNTOUCHED_N)))
 
 
-def verdict(metrics: pd.DataFrame, significant: set) -> str:
-    """Caption: what the lines show, and whether the untouched tasks stayed flat."""
+UNTOUCHED_N = ("labeling", "harmonization", "impression")  # tasks whose test-set sizes the caption states
+
+
+def verdict(metrics: pd.DataFrame, significant: set, sizes: str = "") -> str:
+    """Caption: what the lines show (on test sets of `sizes`), and whether the untouched tasks stayed flat."""
     text = (
         "Only the labeling task's training labels were poisoned (forced to negative); harmonization and "
         "impressions were untouched, so flat lines there mean no task-to-task influence. "
@@ -131,7 +134,7 @@ def verdict(metrics: pd.DataFrame, significant: set) -> str:
         parts.append(f"{len(untouched)} change(s) in the untouched tasks are significant (marked ×)")
     else:
         parts.append("no change in the untouched tasks is significant")
-    return text + "Here " + "; ".join(parts) + "."
+    return text + "Here " + "; ".join(parts) + (f" ({sizes})." if sizes else ".")
 
 
 def _true(value) -> bool:

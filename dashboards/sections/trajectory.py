@@ -1,4 +1,5 @@
-"""Section 5: each task's headline metric at every checkpoint epoch, one line per fine-tune."""
+"""Section 5: each task's headline metric at every checkpoint epoch, one line per fine-tune, and the
+fine-tunes' training loss (per optimizer step and per epoch)."""
 
 from __future__ import annotations
 
@@ -21,6 +22,14 @@ SERIES = ["model", "tasks", "poison_rate", "seed"]  # what makes checkpoints one
 
 @section("trajectory", "Epoch trajectories", order=5)
 def build(ctx: ReportContext) -> Section:
+    metrics = metrics_section(ctx)
+    loss = loss_figure(ctx.inputs.loss_history, ctx)
+    if loss is not None:
+        metrics.figures.append(loss)
+    return metrics
+
+
+def metrics_section(ctx: ReportContext) -> Section:
     long = ctx.table("trajectory_long")
     if long is None:
         return Section.empty("No checkpoint runs with epochs for this selection: no trajectory.")
@@ -84,9 +93,47 @@ def trajectory_figure(ctx: ReportContext, long: pd.DataFrame) -> FigureItem:
     layout(fig, "Headline metrics at each checkpoint epoch", height=330 * rows_n + 170, panels=True)
     caption = (
         "Each line is one fine-tune evaluated at its checkpoint epochs (color: model; dotted: poisoned "
-        f"labeling data); epochs {', '.join(map(str, epochs))}" + (" on a log scale." if log_x else ".")
+        f"labeling data; {ctx.n_text('labeling', 'harmonization', 'impression')}); epochs "
+        f"{', '.join(map(str, epochs))}" + (" on a log scale." if log_x else ".")
     )
     return FigureItem("metrics_by_epoch", fig, caption)
+
+
+LOSS_PANELS = {"train/loss_step": ("per optimizer step", "optimizer step"), "train/loss": ("per epoch", "epoch")}
+
+
+def loss_figure(history: pd.DataFrame, ctx: ReportContext) -> FigureItem | None:
+    """Training loss of each fine-tune: every optimizer step (left), each epoch's mean (right)."""
+    if history.empty:
+        return None
+    panels = [m for m in LOSS_PANELS if (history["metric"] == m).any()]
+    fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[f"Training loss {LOSS_PANELS[m][0]}" for m in panels],
+                        horizontal_spacing=0.08)
+    for (run_id, name, model), group in history.groupby(["finetune_run_id", "run_name", "model"], sort=True):
+        label = f"{name} ({run_id[:8]})"
+        for col, metric in enumerate(panels, start=1):
+            points = group[group["metric"] == metric].sort_values("step")
+            if points.empty:
+                continue
+            fig.add_trace(
+                go.Scatter(
+                    x=points["step"], y=points["value"], mode="lines" if len(points) > 20 else "lines+markers",
+                    name=label, legendgroup=label, showlegend=col == 1,
+                    line={"color": ctx.runs.colors.color(model)},
+                    hovertemplate=hover(label, [f"fine-tune run {run_id}",
+                                                f"{LOSS_PANELS[metric][1]} %{{x}}: loss %{{y:.4f}}"]),
+                ),
+                row=1, col=col,
+            )
+    for col, metric in enumerate(panels, start=1):
+        fig.update_xaxes(title_text=LOSS_PANELS[metric][1], row=1, col=col)
+        fig.update_yaxes(title_text="cross-entropy loss (nats per target token)", row=1, col=col)
+    layout(fig, "Training loss", height=420, panels=True)
+    runs, of = history["finetune_run_id"].nunique(), int(history["of"].max())
+    which = f"the {runs} newest of the {of} fine-tunes" if of > runs else f"the {runs} fine-tune(s)"
+    caption = (f"Training loss of {which} whose checkpoints are analyzed: each optimizer step "
+               "(train/loss_step) and the mean of each epoch (train/loss), as logged to MLflow.")
+    return FigureItem("training_loss", fig, caption)
 
 
 def _series_label(ctx: ReportContext, run, model: str, tasks: str, poison: float, seed: str) -> str:

@@ -42,10 +42,16 @@ class BackendFatalError(RuntimeError):
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """One example's chat messages and its generation budget in tokens."""
+    """One example's chat messages and its generation budget in tokens.
+
+    `task` and `task_input` (the example's raw input, e.g. the report) are for back ends that
+    answer without a prompt (pipelines.baselines.rules); chat back ends ignore them.
+    """
 
     messages: tuple[dict[str, str], ...]
     max_tokens: int
+    task: str = ""
+    task_input: str = ""
 
 
 @dataclass
@@ -310,7 +316,12 @@ def request_params(backend: Backend, request: ChatRequest) -> dict[str, Any]:
 
 def complete_cached(backend: Backend, requests: list[ChatRequest],
                     cache: ResponseCache | None) -> list[Completion]:
-    """Answer from the cache what it holds, send the rest, and cache each good answer as it arrives."""
+    """Answer from the cache what it holds, send the rest, and cache each good answer as it arrives.
+
+    A back end with `cacheable = False` (the rule baselines) bypasses the cache.
+    """
+    if not getattr(backend, "cacheable", True):
+        cache = None
     keys = [cache_key(backend.identity, backend.model, list(r.messages), request_params(backend, r))
             for r in requests]
     results: list[Completion | None] = [None] * len(requests)

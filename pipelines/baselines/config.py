@@ -15,7 +15,9 @@ class BaselineConfig:
     """Everything that defines a baseline run.
 
     backend: `local` (a HF chat model in-process, e.g. the embedded smollm2-135m) or `openai`
-    (any OpenAI-compatible endpoint: GPT-4o, a hospital's vLLM or llama.cpp server).
+    (any OpenAI-compatible endpoint: GPT-4o, a hospital's vLLM or llama.cpp server), or a
+    non-neural baseline: `rules` (keyword and negation rules, labeling only) or `majority` (each
+    task's most frequent training answer). These two run no model: `model` becomes their name.
     base_url: the endpoint's /v1 root (default $OPENAI_BASE_URL); the API key is read from the
     environment variable named by api_key_env. A non-local endpoint needs allow_remote.
     The test split is the one fine-tunes use: same data, split_seed and eval_limit.
@@ -52,7 +54,25 @@ class BaselineConfig:
         self.allow_remote = parse_bool(self.allow_remote, "allow-remote")
         if self.backend == "openai" and not self.base_url:
             self.base_url = os.environ.get("OPENAI_BASE_URL", "")
+        self._resolve_modelless_backend()
         self._validate()
+
+    def _resolve_modelless_backend(self) -> None:
+        """A back end that declares `model_name` (rules, majority) fixes the model; one that declares
+        `tasks` answers only those."""
+        from pipelines.baselines.backends import BACKENDS
+
+        factory = BACKENDS.get(self.backend)  # an unknown name lists the valid ones
+        fixed = getattr(factory, "model_name", "")
+        if fixed:
+            if self.model not in (fixed, type(self).model):
+                raise ConfigError(f"the {self.backend} backend runs no model; leave --model out "
+                                  f"(got {self.model!r})")
+            self.model = fixed
+        supported = getattr(factory, "tasks", ())
+        if supported and not set(self.tasks) <= set(supported):
+            raise ConfigError(f"the {self.backend} backend answers only {', '.join(supported)}; "
+                              f"pass --tasks {','.join(supported)} (got {','.join(self.tasks)})")
 
     def _validate(self) -> None:
         from pipelines.baselines.backends import BACKENDS

@@ -71,8 +71,12 @@ def build_requests(p: PreparedBaseline, task: str) -> list[ChatRequest]:
     budget = get_task(task).max_new_tokens
     budget = min(budget, cap) if cap else budget
     template = p.templates[task]
-    return [ChatRequest(({"role": "user", "content": template.render(input_text(e.prompt))},), budget)
-            for e in p.test[task]]
+    requests = []
+    for e in p.test[task]:
+        text = input_text(e.prompt)
+        requests.append(ChatRequest(({"role": "user", "content": template.render(text)},), budget,
+                                    task=task, task_input=text))
+    return requests
 
 
 def default_run_name(config: BaselineConfig) -> str:
@@ -81,15 +85,20 @@ def default_run_name(config: BaselineConfig) -> str:
     return config.run_name or f"baseline-{model}-{config.prompting}"
 
 
-def baseline_params(p: PreparedBaseline) -> dict[str, str]:
-    """The run's params: resolved config, data facts, endpoint host, prompt hashes, code version."""
+def baseline_params(p: PreparedBaseline, backend: Backend | None = None) -> dict[str, str]:
+    """The run's params: resolved config, data facts, endpoint host, prompt hashes, code version.
+
+    "decoding" is the back end's own `decoding` when it has one (rules, majority), else greedy or
+    the sampling temperature.
+    """
     params = p.config.as_params()
     params.update({
         "base_url": redact_url(p.config.base_url),  # never a password given in the URL
         "data_fingerprint": p.manifest["fingerprint"],
         "endpoint_host": p.endpoint.host if p.endpoint else "in-process",
         "allow_remote": str(p.config.allow_remote),
-        "decoding": "greedy" if p.config.temperature == 0 else f"temperature={p.config.temperature}",
+        "decoding": getattr(backend, "decoding", "") or (
+            "greedy" if p.config.temperature == 0 else f"temperature={p.config.temperature}"),
         "git_commit": tracking.git_commit(),
         **{f"prompt_sha/{task}": t.sha for task, t in p.templates.items()},
     })
@@ -111,7 +120,7 @@ def run_baseline(config: BaselineConfig, run_tags: dict[str, str] | None = None,
     with mlflow.start_run(run_name=default_run_name(config), nested=mlflow.active_run() is not None) as run, \
             (contextlib.closing(cache) if cache else contextlib.nullcontext()):
         # -- params, tags, split manifest, the prompts used
-        tracking.log_params_once(baseline_params(prepared))
+        tracking.log_params_once(baseline_params(prepared, backend))
         mlflow.set_tags({"role": "baseline", "study": config.study, "model": config.model,
                          "tasks": ",".join(config.tasks), "prompting": config.prompting,
                          "backend": config.backend, **(run_tags or {})})
@@ -126,10 +135,7 @@ def run_baseline(config: BaselineConfig, run_tags: dict[str, str] | None = None,
         metrics = merged_metrics(evaluations)
         tracking.log_metrics_at(metrics, step=0)
         mlflow.log_metrics({f"baseline/{k}": float(v) for k, v in counts.items()}, step=0)
-        with tracking.scratch_dir("predictions-") as folder:
-            for task, ev in evaluations.items():
-                tracking.write_jsonl(ev.predictions, folder / f"{task}.jsonl")
-            tracking.log_folder(folder, "predictions")
+        tracking.log_predictions({task: ev.predictions for task, ev in evaluations.items()})
     return BaselineResult(run.info.run_id, metrics, counts)
 
 

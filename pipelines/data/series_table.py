@@ -15,10 +15,14 @@ different class is a conflict, kept with its first class and reported in the not
 Record ids are ``series-`` + 12 hex digits of the SHA-256 of the normalized description, so a
 description keeps its id when rows are added or reordered.
 
-Notes: series_rows, series_loaded, series_duplicates_removed, series_label_conflicts and, when
-any, series_label_conflict_examples.
+With ``split=<value>`` only the rows whose ``split`` column holds that value (case ignored) are
+read, e.g. one half of tests/data/real_series_descriptions.csv; the other rows are not checked.
+
+Notes: series_rows, series_loaded, series_duplicates_removed, series_label_conflicts, when any,
+series_label_conflict_examples, and with ``split=`` series_split and series_rows_other_splits.
 
     series-table:/data/series.csv
+    series-table:tests/data/real_series_descriptions.csv?split=dev
     series-table:/data/series.xlsx#Sheet2?description=SeriesDescription&class=Sequence
 """
 
@@ -32,7 +36,7 @@ from pipelines.data.errors import DataError
 from pipelines.data.options import spec_path, text_option
 from pipelines.data.records import DataBundle, SeriesRecord
 from pipelines.data.sources import DataSource, SourceSpec, register_source
-from pipelines.data.tables import Table, read_table, split_sheet
+from pipelines.data.tables import Table, TableRow, read_table, split_sheet
 from pipelines.schema import SERIES_CLASSES
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,7 @@ DESCRIPTION_COLUMNS = (
     "text",
     "input",
 )
+SPLIT_COLUMN = "split"  # read by the split=<value> option
 CLASS_COLUMNS = (
     "class",
     "label",
@@ -103,6 +108,19 @@ def _pick_column(table: Table, spec: SourceSpec, option: str, candidates: tuple[
     return found
 
 
+def _rows_of_split(table: Table, wanted: str) -> tuple[list[TableRow], int | None]:
+    """The rows whose split column holds `wanted` (case ignored) and how many others there were;
+    every row and None when no split is asked for."""
+    if not wanted:
+        return table.rows, None
+    column = table.column(SPLIT_COLUMN)
+    kept = [row for row in table.rows if table.value(row, column).casefold() == wanted.casefold()]
+    if not kept:
+        found = sorted({table.value(row, column) for row in table.rows})
+        raise table.error(f"no row has split={wanted!r}; the column holds {found}", column=column)
+    return kept, len(table.rows) - len(kept)
+
+
 def load_series_table(spec: SourceSpec) -> DataBundle:
     """Read a labeled series-description table into series records."""
     path, sheet = split_sheet(str(spec_path(spec)))
@@ -112,11 +130,13 @@ def load_series_table(spec: SourceSpec) -> DataBundle:
     if description_column == class_column:
         raise table.error("the description and class options name the same column", column=class_column)
 
+    rows, other_splits = _rows_of_split(table, text_option(spec, "split", ""))
+
     first: dict[str, tuple[str, int]] = {}  # normalized description -> (class, data row)
     records = []
     duplicates = 0
     conflicts = []
-    for row in table.rows:
+    for row in rows:
         raw = table.value(row, description_column, required=True)
         label_text = table.value(row, class_column, required=True)
         label = normalize_class(label_text)
@@ -145,6 +165,9 @@ def load_series_table(spec: SourceSpec) -> DataBundle:
         "series_duplicates_removed": str(duplicates),
         "series_label_conflicts": str(len(conflicts)),
     }
+    if other_splits is not None:
+        notes["series_split"] = text_option(spec, "split", "")
+        notes["series_rows_other_splits"] = str(other_splits)
     if conflicts:
         notes["series_label_conflict_examples"] = "; ".join(conflicts[:5]) + (
             f"; ... {len(conflicts) - 5} more" if len(conflicts) > 5 else ""
@@ -169,6 +192,7 @@ register_source(
         options={
             "description": "description column (default: found by common names such as 'description')",
             "class": "class column (default: found by common names such as 'class' or 'label')",
+            "split": "read only the rows whose 'split' column holds this value (e.g. dev or final)",
         },
     )
 )

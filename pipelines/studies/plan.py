@@ -10,18 +10,26 @@ BPE vocabularies to size a job), from the real examples the run would build.
 from __future__ import annotations
 
 import functools
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from pipelines.baselines.config import BaselineConfig
+from pipelines.config import FinetuneConfig
 from pipelines.redaction import redact_url
 from pipelines.studies.claims import Claim, ClaimStore
 from pipelines.studies.spec import Study, StudyRun
 from pipelines.tasks import get_task
 
 CHARS_PER_TOKEN = 4
+# Measured LoRA training, prefill and decoding rates per preset (python -m benchmarks.throughput).
+DEFAULT_THROUGHPUT = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "h200-throughput.json"
+# What the paper ran on: its data and its decoding (README: Paper comparison).
+PAPER_DATA = "Open-i chest X-ray reports and brain MRI series descriptions"
+PAPER_DECODING = "free"
 
 
 @dataclass
@@ -68,11 +76,11 @@ def study_runs(study: Study, client: MlflowClient | None = None) -> list[Run]:
             return runs
 
 
-def run_states(study: Study, claims: ClaimStore | None = None,
-               client: MlflowClient | None = None) -> dict[str, RunState]:
-    """State of every run of the study, by run name."""
+def run_states(study: Study, claims: ClaimStore | None = None, client: MlflowClient | None = None,
+               runs: list[Run] | None = None) -> dict[str, RunState]:
+    """State of every run of the study, by run name (from `runs`, else the study's runs in the store)."""
     by_key: dict[str, list[Run]] = {}
-    for run in study_runs(study, client):
+    for run in study_runs(study, client) if runs is None else runs:
         by_key.setdefault(run.data.tags["study_run_key"], []).append(run)
     held = claims.all(study.name) if claims else {}
     states = {}
@@ -96,6 +104,19 @@ def state_of(runs: list[Run], claim: Claim | None, stale_after_s: float) -> RunS
     if newest_first:
         return RunState(newest_first[0].info.status.lower(), newest_first[0].info.run_id, claim)
     return RunState("missing", "", claim)
+
+
+def store_missing(url: str) -> bool:
+    """True for a SQLite URL whose file does not exist: opening it would create an empty database."""
+    return url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).is_file()
+
+
+def planned_states(study: Study, tracking_uri: str, claims_url: str, stale_after_s: float) -> dict[str, RunState]:
+    """run_states for a plan, creating nothing: a SQLite tracking store or claims file that does not
+    exist yet holds no runs and no claims."""
+    claims = None if store_missing(claims_url) else ClaimStore(claims_url, stale_after_s)
+    runs = [] if store_missing(tracking_uri) else None
+    return run_states(study, claims, MlflowClient(tracking_uri) if runs is None else None, runs)
 
 
 # ---------------------------------------------------------------- cost
@@ -150,6 +171,127 @@ def _baseline_cost(cfg: BaselineConfig, bundle, splits) -> Cost:
     tokens = sum(_tokens(templates[t].render(input_text(e.prompt))) + _budget(t, cfg.max_new_tokens)
                  for t, ex in test.items() for e in ex)
     return Cost(examples=sum(len(ex) for ex in test.values()), eval_tokens=tokens)
+
+
+@dataclass
+class RunEstimate:
+    name: str
+    model: str
+    train_hours: float
+    eval_hours: float
+
+    @property
+    def hours(self) -> float:
+        return self.train_hours + self.eval_hours
+
+
+def estimate_run(cfg: FinetuneConfig, name: str, rates: dict[str, float]) -> RunEstimate:
+    """One fine-tune's training and checkpoint-evaluation hours at the preset's measured `rates`:
+    training tokens at the LoRA training rate; at each checkpoint, the test prompts and constrained
+    answers at the prefill rate, freely generated tokens (the generation budget) at the decode rate."""
+    from pipelines.examples import build_examples
+
+    cost = estimate_cost(StudyRun(name=name, kind="finetune", settings={}, config=cfg, key=""))
+    bundle, splits = _split_data(cfg.data, cfg.split_seed)
+    test = build_examples(bundle, splits, cfg.tasks, train_limit=1, eval_limit=cfg.eval_limit).test
+    prefill = decode = 0
+    for task_name, examples in test.items():
+        task = get_task(task_name)
+        for e in examples:
+            prefill += _tokens(e.prompt)
+            if cfg.decoding == "constrained" and task.constrained is not None:
+                prefill += _tokens(e.target)
+            else:
+                decode += _budget(task_name, cfg.max_new_tokens)
+    per_checkpoint = prefill / rates["prefill_tokens_per_s"] + decode / rates["decode_tokens_per_s"]
+    return RunEstimate(name, cfg.model, cost.train_tokens / rates["train_tokens_per_s"] / 3600,
+                       per_checkpoint * len(cfg.checkpoint_epochs) / 3600)
+
+
+# ---------------------------------------------------------------- how the plan differs from the paper
+
+
+def paper_deviations(study: Study) -> list[str]:
+    """Where the study's runs differ from the paper's setup: data generated instead of the paper's,
+    and constrained instead of free decoding."""
+    from pipelines.data.sources import get_source, parse_data_spec
+
+    notes = []
+    synthetic = []
+    for run in study.runs:
+        provided = {d for e in parse_data_spec(run.config.data) if e.kind != "synthetic"
+                    for d in get_source(e.kind).provides}
+        needed = {"series" if t == "harmonization" else "reports" for t in run.config.tasks}
+        if needed - provided:
+            synthetic.append(run.name)
+    if synthetic:
+        notes.append(f"data: {len(synthetic)} of {len(study.runs)} runs train or score on synthetic (generated) "
+                     f"data, not the paper's {PAPER_DATA}: --set data=openi-csv:/data/indiana_reports.csv,"
+                     "series-table:/data/series.xlsx (docs/data_sources.md)")
+    finetunes = [r for r in study.runs if isinstance(r.config, FinetuneConfig)]
+    other = [r for r in finetunes if r.config.decoding != PAPER_DECODING]
+    if other:
+        notes.append(f"decoding: {len(other)} of {len(finetunes)} fine-tunes use {other[0].config.decoding} "
+                     f"decoding (answers always well-formed), not the paper's {PAPER_DECODING} generation: "
+                     f"--set decoding={PAPER_DECODING}")
+    return notes
+
+
+def missing_weights(study: Study) -> dict[str, list[str]]:
+    """Models whose weights are not on this machine, with the runs that need them (nothing is loaded)."""
+    from pipelines.models import weights_present
+
+    needed: dict[str, list[str]] = {}
+    for run in study.runs:
+        if isinstance(run.config, FinetuneConfig) or run.config.backend == "local":
+            needed.setdefault(run.config.model, []).append(run.name)
+    return {model: names for model, names in needed.items() if not weights_present(model)}
+
+
+def weights_notes(missing: dict[str, list[str]]) -> list[str]:
+    """How to provide each missing model: the `hf download` command into the preset's folder."""
+    from pipelines.models import MODEL_PRESETS, preset_dir
+
+    if not missing:
+        return []
+    lines = ["weights missing on this machine (nothing is downloaded at run time; on a machine with network "
+             "access run these, then copy the folders here):"]
+    for model, runs in missing.items():
+        how = (f"hf download {MODEL_PRESETS.get(model).source} --local-dir {preset_dir(model)}"
+               if model in MODEL_PRESETS else "pass a folder holding the model as model: in the study file")
+        lines.append(f"  {model} ({len(runs)} run{'s' * (len(runs) > 1)}): {how}")
+    return lines
+
+
+def hours_note(study: Study, throughput_file: Path) -> str:
+    """The fine-tunes' estimated GPU hours at the throughput measured in `throughput_file`."""
+    try:
+        throughput = json.loads(throughput_file.read_text())
+    except (OSError, ValueError) as exc:
+        return f"estimated time: unknown, no throughput measurement at {throughput_file} ({exc.__class__.__name__})"
+    hours, unmeasured = 0.0, []
+    for run in study.runs:
+        if not isinstance(run.config, FinetuneConfig):
+            continue
+        rates = throughput.get("presets", {}).get(run.config.model)
+        try:
+            hours += estimate_run(run.config, run.name, rates).hours if rates else 0.0
+        except (ValueError, OSError):  # its data cannot be read here: the cost table says why
+            rates = None
+        if not rates:
+            unmeasured.append(run.name)
+    left = f"; not estimated: {', '.join(unmeasured)}" if unmeasured else ""
+    took = f"{hours:.1f} h" if hours >= 1 else f"{max(hours * 60, 1):.0f} min"
+    return (f"estimated time: about {took} of fine-tuning on one GPU at the throughput measured in "
+            f"{throughput_file.name} (python -m benchmarks.study_estimate){left}; baselines are API calls, "
+            "not counted")
+
+
+def plan_notes(study: Study, throughput_file: Path = DEFAULT_THROUGHPUT) -> list[str]:
+    """What the plan table does not show: deviations from the paper, missing weights, estimated hours."""
+    deviations = paper_deviations(study)
+    notes = ["differences from the paper:", *(f"  {d}" for d in deviations)] if deviations else []
+    return [*notes, *weights_notes(missing_weights(study)), hours_note(study, throughput_file)]
 
 
 # ---------------------------------------------------------------- the printed plan

@@ -38,8 +38,8 @@ RESERVED = {"name", "kind", "vary"}
 SET_BY_STUDY = {"study", "experiment", "run_name"}
 # Settings that do not change a run's results: left out of its key.
 NOT_IN_KEY = frozenset({
-    "device", "eval_batch_size", "output_dir", "cache", "concurrency", "max_retries", "timeout_s",
-    "backoff_s", "api_key_env", "allow_remote", "prompts_dir", "extra_tags",
+    "device", "processes", "eval_batch_size", "output_dir", "cache", "concurrency", "max_retries", "timeout_s",
+    "backoff_s", "api_key_env", "allow_remote", "prompts_dir", "extra_tags", "system_metrics",
 })
 TOP_LEVEL = {"name", "experiment", "shared", "finetune", "baseline", "runs", "analysis", "report"}
 

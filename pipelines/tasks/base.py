@@ -128,17 +128,3 @@ def status_rate(parsed: Sequence[Parsed], status: ParseStatus) -> float:
     """Fraction of outputs with the given parse status."""
     return sum(p.status == status for p in parsed) / len(parsed)
 
-
-def precision_recall_f1(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
-    """Precision, recall and F1 of one class from its counts.
-
-    Zero-division policy: a class with tp + fp + fn == 0 (never in the references, never
-    predicted) scores 1.0 on all three, since there was nothing to get wrong. Otherwise a
-    ratio with a zero denominator is 0.0: e.g. predicting no positives while missing some
-    gives precision 0.0, which agrees with F1 = 2tp / (2tp + fp + fn) = 0.
-    """
-    if tp + fp + fn == 0:
-        return 1.0, 1.0, 1.0
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    return precision, recall, 2 * tp / (2 * tp + fp + fn)

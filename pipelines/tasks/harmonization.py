@@ -21,11 +21,11 @@ from pipelines.tasks.base import (
     TaskScores,
     check_scoring_inputs,
     make_example,
-    precision_recall_f1,
     status_rate,
     usable_value,
 )
 from pipelines.tasks.json_output import extract_json_object
+from pipelines.tasks.metrics import macro_f1
 
 NAME = "harmonization"
 DIRECTIVE = "Harmonize sequence name."
@@ -115,10 +115,10 @@ def score(references: Sequence[str], parsed: Sequence[Parsed]) -> TaskScores:
             _bump(counts, reference, "fn")
             _bump(counts, predicted, "fp")
         per_example.append({"correct": int(correct)})
-    f1s = [precision_recall_f1(c["tp"], c["fp"], c["fn"])[2] for c in counts.values() if any(c.values())]
+    tp, fp, fn = ([c[name] for c in counts.values()] for name in ("tp", "fp", "fn"))
     metrics = {
         "accuracy": sum(e["correct"] for e in per_example) / len(per_example),
-        "f1_macro": sum(f1s) / len(f1s),
+        "f1_macro": float(macro_f1(tp, fp, fn, "occurring")),
         "parse_fail_rate": status_rate(parsed, "failed"),
     }
     return TaskScores(metrics, per_example)

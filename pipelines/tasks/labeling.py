@@ -12,6 +12,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 from pipelines.data.records import ReportRecord
 from pipelines.schema import LABEL_KEYS, NO, YES
 from pipelines.tasks.base import (
@@ -22,11 +24,11 @@ from pipelines.tasks.base import (
     TaskScores,
     check_scoring_inputs,
     make_example,
-    precision_recall_f1,
     status_rate,
     usable_value,
 )
 from pipelines.tasks.json_output import extract_json_object
+from pipelines.tasks.metrics import macro_f1, precision_recall_f1
 
 NAME = "labeling"
 DIRECTIVE = "Report CXR diagnosis."
@@ -105,11 +107,12 @@ def score(references: Sequence[dict[str, str]], parsed: Sequence[Parsed]) -> Tas
     """Per-label and averaged F1 with Yes as the positive class.
 
     A failed parse, or a label missing from a partial one, counts as wrong: an FN when the
-    reference is Yes, an FP when it is No. Zero-division policy (see precision_recall_f1):
+    reference is Yes, an FP when it is No. Zero-division policy (pipelines.tasks.metrics):
     a label with tp + fp + fn == 0 scores 1.0 on F1, precision and recall.
     Metrics: f1/<label>, precision/<label>, recall/<label>, support/<label> (reference Yes
-    count), f1_macro (unweighted mean of the 14 F1s), f1_micro (counts pooled over labels),
-    exact_match (all 14 right), parse_fail_rate, parse_partial_rate.
+    count), f1_macro (the paper's: unweighted mean of the 14 F1s), f1_macro_supported (mean over
+    the labels with at least one reference Yes; NaN if none has), f1_micro (counts pooled over
+    labels), exact_match (all 14 right), parse_fail_rate, parse_partial_rate.
     """
     check_scoring_inputs(references, parsed)
     counts = {key: {"tp": 0, "fp": 0, "fn": 0} for key in LABEL_KEYS}
@@ -146,14 +149,16 @@ def _label_metrics(counts: dict[str, dict[str, int]]) -> dict[str, float]:
     for key, c in counts.items():
         precision, recall, f1 = precision_recall_f1(c["tp"], c["fp"], c["fn"])
         metrics |= {
-            f"f1/{key}": f1,
-            f"precision/{key}": precision,
-            f"recall/{key}": recall,
+            f"f1/{key}": float(f1),
+            f"precision/{key}": float(precision),
+            f"recall/{key}": float(recall),
             f"support/{key}": float(c["tp"] + c["fn"]),
         }
-    metrics["f1_macro"] = sum(metrics[f"f1/{key}"] for key in LABEL_KEYS) / len(LABEL_KEYS)
+    tp, fp, fn = (np.array([c[name] for c in counts.values()]) for name in ("tp", "fp", "fn"))
+    metrics["f1_macro"] = float(macro_f1(tp, fp, fn, "all"))
+    metrics["f1_macro_supported"] = float(macro_f1(tp, fp, fn, "supported"))
     pooled = {name: sum(c[name] for c in counts.values()) for name in ("tp", "fp", "fn")}
-    metrics["f1_micro"] = precision_recall_f1(pooled["tp"], pooled["fp"], pooled["fn"])[2]
+    metrics["f1_micro"] = float(precision_recall_f1(pooled["tp"], pooled["fp"], pooled["fn"])[2])
     return metrics
 
 

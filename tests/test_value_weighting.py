@@ -1,0 +1,108 @@
+"""--value-weight: only the slot-value tokens' loss weight changes; the loss is the weighted mean."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from pipelines.config import ConfigError, FinetuneConfig
+from pipelines.data.records import ReportRecord, SeriesRecord
+from pipelines.models import load_model_and_tokenizer
+from pipelines.packing import PackingCollator
+from pipelines.schema import LABEL_KEYS
+from pipelines.tasks import get_task
+from pipelines.training_data import IGNORE_INDEX, TOKEN_WEIGHTS, ResponseOnlyCollator, encode_example
+from pipelines.value_weighting import add_value_weights, weighted_lm_loss
+
+LABELING, HARMONIZATION = get_task("labeling"), get_task("harmonization")
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_dir):
+    torch.manual_seed(0)
+    model, tokenizer = load_model_and_tokenizer(tiny_model_dir, "fp32", "cpu")
+    return model, tokenizer
+
+
+LABELS = dict.fromkeys(LABEL_KEYS, "No") | {"Cardiomegaly": "Yes", "Edema": "Yes"}
+
+
+def _examples():
+    report = ReportRecord(id="r1", findings="FINDINGS: Enlarged heart. Edema.", impression="", labels=LABELS)
+    series = SeriesRecord(id="s1", description="AX T2 FLAIR", label="T2/FLAIR")
+    return [LABELING.build_example(report), HARMONIZATION.build_example(series)]
+
+
+def test_only_the_value_tokens_change_weight(tiny):
+    _, tokenizer = tiny
+    examples = _examples()
+    plain = [encode_example(tokenizer, e, 768) for e in examples]
+    items = [encode_example(tokenizer, e, 768) for e in examples]
+    assert add_value_weights(items, examples, tokenizer, 4.0) == 1  # labeling only
+    labeling, harmonization = items
+    # prompt tokens weigh nothing, response tokens 1 except the 14 values (one token each here)
+    weights = labeling[TOKEN_WEIGHTS]
+    assert [w for w, lab in zip(weights, labeling["labels"], strict=True) if lab == IGNORE_INDEX] == \
+        [0.0] * labeling["labels"].count(IGNORE_INDEX)
+    heavy = [i for i, w in enumerate(weights) if w == 4.0]
+    assert len(heavy) == len(LABEL_KEYS)
+    values = [tokenizer.decode([labeling["labels"][i]]) for i in heavy]
+    assert values == [LABELS[k] for k in LABEL_KEYS]
+    assert sorted(set(weights) - {0.0, 4.0}) == [1.0]
+    # a task without slot values keeps weight 1 on its whole response; ids and labels are untouched
+    assert set(harmonization[TOKEN_WEIGHTS]) == {0.0, 1.0}
+    for a, b in zip(plain, items, strict=True):
+        assert a["input_ids"] == b["input_ids"] and a["labels"] == b["labels"]
+
+
+def _per_token_losses(model, item):
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([item["input_ids"]])).logits[0].float()
+    out = []
+    for t in range(1, len(item["labels"])):
+        if item["labels"][t] != IGNORE_INDEX:
+            out.append((float(-torch.log_softmax(logits[t - 1], -1)[item["labels"][t]]), item[TOKEN_WEIGHTS][t]))
+    return out
+
+
+def test_weighted_loss_is_the_weighted_mean_of_token_losses_padded_and_packed(tiny):
+    model, tokenizer = tiny
+    examples = _examples()
+    items = [encode_example(tokenizer, e, 768) for e in examples]
+    add_value_weights(items, examples, tokenizer, 3.0)
+    pairs = [p for item in items for p in _per_token_losses(model, item)]
+    want = sum(loss * w for loss, w in pairs) / sum(w for _, w in pairs)
+    padded = ResponseOnlyCollator(tokenizer.pad_token_id)(items)
+    with torch.no_grad():
+        logits = model(input_ids=padded["input_ids"], attention_mask=padded["attention_mask"]).logits
+    assert float(weighted_lm_loss(logits, padded["labels"], padded[TOKEN_WEIGHTS])) == pytest.approx(want, abs=1e-5)
+    packed = PackingCollator()(items)
+    assert packed[TOKEN_WEIGHTS].shape == packed["labels"].shape
+    with torch.no_grad():  # attention across the two examples is irrelevant to this check of the weights:
+        losses = []     # score each packed example alone and compare the weights the collator laid out
+        for start, end in zip(packed["cu_seq_lens_q"][:-1].tolist(), packed["cu_seq_lens_q"][1:].tolist(),
+                              strict=True):
+            ids = packed["input_ids"][:, start:end]
+            losses.append((model(input_ids=ids).logits, packed["labels"][:, start:end],
+                           packed[TOKEN_WEIGHTS][:, start:end]))
+    num = sum(float(weighted_lm_loss(*x)) * float(x[2][:, 1:].sum()) for x in losses)
+    den = sum(float(x[2][:, 1:].sum()) for x in losses)
+    assert num / den == pytest.approx(want, abs=1e-5)
+
+
+def test_unit_weight_equals_the_models_own_response_loss(tiny):
+    model, tokenizer = tiny
+    example = _examples()[0]
+    item = encode_example(tokenizer, example, 768)
+    add_value_weights([item], [example], tokenizer, 1.0)
+    batch = ResponseOnlyCollator(tokenizer.pad_token_id)([item])
+    with torch.no_grad():
+        out = model(input_ids=batch["input_ids"], labels=batch["labels"])
+    assert float(weighted_lm_loss(out.logits, batch["labels"], batch[TOKEN_WEIGHTS])) == pytest.approx(
+        float(out.loss), abs=1e-5)
+
+
+def test_value_weight_is_validated_and_logged_as_a_param():
+    assert FinetuneConfig(value_weight=5).as_params()["value_weight"] in ("5", "5.0")
+    assert FinetuneConfig().value_weight == 1.0  # the paper's loss by default
+    with pytest.raises(ConfigError, match="--value-weight"):
+        FinetuneConfig(value_weight=0)
