@@ -92,8 +92,8 @@ def render_card(facts: CardFacts) -> str:
         f"- MLflow fine-tune run `{facts.run_id}`",
         "",
         f"## Metrics at epoch {facts.epoch} (test split)",
-        "n per task: " + ", ".join(f"{t} {n}" for t, n in facts.test_counts.items()),
-        f"; `{HEADLINE}` is the mean of {headline} (docs/metrics.md).",
+        "n per task: " + ", ".join(f"{t} {n}" for t, n in facts.test_counts.items())
+        + f"; `{HEADLINE}` is the mean of {headline} (docs/metrics.md).",
         "",
         "| metric | value |",
         "|---|---|",
