@@ -11,6 +11,7 @@ import json
 
 import pytest
 import yaml
+from test_fuzz_cli import run_main
 
 from pipelines import cli
 from pipelines.config import DECODINGS, DEMO_PRESET, PRECISIONS, EvaluateConfig, FinetuneConfig, config_document
@@ -79,16 +80,6 @@ def test_a_bare_finetune_is_the_demo_and_the_paper_is_a_preset():
     demo, paper = parse_args([]), parse_args(["--preset", "paper"])
     assert demo == FinetuneConfig(**DEMO_PRESET) and paper == FinetuneConfig()
     assert (demo.epochs, paper.epochs) == (5, 100)
-
-
-def run_main(main, argv: list[str]) -> tuple[int, str]:
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = main(argv)
-        except SystemExit as exc:
-            code = exc.code
-    return code, err.getvalue()
 
 
 @pytest.mark.parametrize("argv, named", [
