@@ -52,6 +52,8 @@ FIELD_HELP: dict[str, str] = {
     "seed": "seed of LoRA initialization and data order",
     "split_seed": "seed of the frozen 80:20 train/test split",
     "train_limit": "training examples per task (0 = the whole train split)",
+    "task_train_limits": "per-task training examples that replace --train-limit, e.g. labeling=320,impression=120 "
+                         "(0 = the whole train split)",
     "eval_limit": "test examples per task (0 = the whole test split)",
     "eval_split": "where checkpoints are scored: the test split, or a validation slice of the train split (sweeps)",
     "max_new_tokens": "cap on each task's generation budget (0 = the task's own)",

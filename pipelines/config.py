@@ -79,6 +79,28 @@ def parse_bool(value: object, option: str) -> bool:
     return parsed
 
 
+def parse_task_limits(text: str, option: str = "task-train-limits") -> dict[str, int]:
+    """'labeling=320,impression=120' -> {"labeling": 320, "impression": 120}; names must be tasks,
+    counts >= 0 (0 = all); errors name the option and the bad entry."""
+    from pipelines.tasks import task_names
+
+    limits: dict[str, int] = {}
+    for entry in (p.strip() for p in str(text).split(",")):
+        if not entry:
+            continue
+        name, sep, count = entry.partition("=")
+        name = name.strip()
+        if not sep or name not in task_names():
+            raise ConfigError(f"--{option}: expected task=count with task one of {task_names()}, got {entry!r}")
+        try:
+            limits[name] = int(count)
+        except ValueError:
+            raise ConfigError(f"--{option}: {name}'s count must be an integer, got {count.strip()!r}") from None
+        if limits[name] < 0:
+            raise ConfigError(f"--{option}: {name}'s count must be >= 0 (0 = all), got {limits[name]}")
+    return limits
+
+
 def check_decoding(decoding: str) -> None:
     """Raise ConfigError unless `decoding` is one of DECODINGS."""
     if decoding not in DECODINGS:
@@ -109,6 +131,7 @@ class FinetuneConfig:
     seed: int = 42
     split_seed: int = 0
     train_limit: int = 0
+    task_train_limits: str = ""  # "labeling=320,impression=120": per-task caps that replace train_limit
     eval_limit: int = 0
     eval_split: str = "test"  # "validation": score on a slice of the train split (sweeps)
     max_new_tokens: int = 0  # cap on each task's generation budget; 0 = the task's own
@@ -137,6 +160,7 @@ class FinetuneConfig:
         self.checkpoint_epochs = parse_int_list(self.checkpoint_epochs, "checkpoint-epochs")
         if isinstance(self.lora_targets, str):
             self.lora_targets = tuple(t.strip() for t in self.lora_targets.split(",") if t.strip())
+        self.task_train_limits = ",".join(f"{k}={v}" for k, v in parse_task_limits(self.task_train_limits).items())
         self._validate()
 
     def _validate(self) -> None:
@@ -182,6 +206,11 @@ class FinetuneConfig:
         """JSON-able form (the resolved config artifact)."""
         return config_document(self)
 
+    def train_limits(self) -> dict[str, int]:
+        """Training examples per task: task_train_limits where given, else train_limit (0 = all)."""
+        per_task = parse_task_limits(self.task_train_limits)
+        return {name: per_task.get(name, self.train_limit) for name in self.tasks}
+
 
 # Small enough for 2 CPU cores in a few minutes: the MLproject's no-option run.
 DEMO_PRESET: dict[str, object] = {
@@ -192,6 +221,22 @@ DEMO_PRESET: dict[str, object] = {
     "lora_r": 8,
     "train_limit": 24,
     "eval_limit": 8,
+}
+
+
+# The best recipe found for 2 CPU cores (issue #14; docs/cpu_preset.md has the evidence): every
+# series (they are short) and as many reports as fit in about 25 minutes of training, the slot
+# values of the labeling answer weighted 5x, scored once at the end on the whole test split.
+CPU_PRESET: dict[str, object] = {
+    "epochs": 2,
+    "checkpoint_epochs": (2,),
+    "batch_size": 4,
+    "learning_rate": 2e-3,
+    "lora_r": 8,
+    "train_limit": 0,
+    "task_train_limits": "labeling=320,impression=120",
+    "eval_limit": 0,
+    "value_weight": 5.0,
 }
 
 

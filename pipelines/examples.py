@@ -1,6 +1,7 @@
 """From records and the frozen split to the train and test examples of each task."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from pipelines.data.poison import poison_reports
@@ -65,13 +66,14 @@ def build_examples(
     splits: dict[str, Split],
     tasks: tuple[str, ...],
     *,
-    train_limit: int = 0,
+    train_limit: int | Mapping[str, int] = 0,
     eval_limit: int = 0,
     poison_rate: float = 0.0,
     poison_seed: int = 0,
 ) -> TaskExamples:
     """Examples for each task: train from the train split, test from the test split.
 
+    train_limit: one cap for every task, or a cap per task (a missing task: all); 0 = all.
     Poisoning applies to the labeling task's training reports only.
     """
     by_dataset = _records_by_id(bundle)
@@ -79,7 +81,8 @@ def build_examples(
     result = TaskExamples(train={}, test=build_test_examples(bundle, test_ids, tasks, eval_limit))
     for name in tasks:
         task = get_task(name)
-        records = _usable(name, by_dataset[task.dataset], splits[task.dataset].train, train_limit)
+        limit = train_limit.get(name, 0) if isinstance(train_limit, Mapping) else train_limit
+        records = _usable(name, by_dataset[task.dataset], splits[task.dataset].train, limit)
         if name == "labeling" and poison_rate > 0:
             records, result.poisoned_ids = poison_reports(records, poison_rate, poison_seed)
         result.train[name] = _require([task.build_example(r) for r in records], name, "train", bundle)

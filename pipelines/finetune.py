@@ -33,13 +33,13 @@ from pipelines.cli import (
     fail,
     setup_logging,
 )
-from pipelines.config import DEMO_PRESET, FinetuneConfig
+from pipelines.config import CPU_PRESET, DEMO_PRESET, FinetuneConfig
 from pipelines.evaluation import headline_metrics
 from pipelines.run_signals import TrainingInterrupted
 from pipelines.store_sync import TrackingOutageError
 from pipelines.training import train
 
-PRESETS: dict[str, dict[str, object]] = {"paper": {}, "demo": DEMO_PRESET}
+PRESETS: dict[str, dict[str, object]] = {"paper": {}, "demo": DEMO_PRESET, "cpu": CPU_PRESET}
 EXIT_TRACKING_OUTAGE = 75  # EX_TEMPFAIL: try again later (here: upload later)
 
 
@@ -47,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="demo",
                         help="base values under --config and the options below: demo (a few minutes on a "
-                             "laptop CPU) or paper (100 epochs, the whole data) (default: demo)")
+                             "laptop CPU), cpu (all three tasks in about 45 minutes on 2 cores, the best "
+                             "CPU recipe; docs/cpu_preset.md) or paper (100 epochs, the whole data) "
+                             "(default: demo)")
     parser.add_argument("--resume", nargs="?", const=resuming.LATEST, default="", metavar="RUN_ID",
                         help="continue a killed fine-tune in its own MLflow run: alone (or 'latest'), the newest "
                              "unfinished run with the same params; RUN_ID: that run, with its params "

@@ -38,7 +38,7 @@ from pipelines.sweeping import SweepOptions, run_sweep
 
 # Shorthands for fixing a value of the sweep file's `fixed:` section (or of a searched one);
 # an empty value (an MLproject default) leaves the file's value.
-FIXED_OPTIONS = ("model", "tasks", "data", "train_limit", "eval_limit", "device", "precision", "output_dir",
+FIXED_OPTIONS = ("model", "tasks", "data", "train_limit", "task_train_limits", "eval_limit", "device", "precision", "output_dir",
                  "processes")
 
 

@@ -94,7 +94,7 @@ def prepare(config: FinetuneConfig) -> Prepared:
     splits = split_bundle(bundle, config.split_seed)
     used = carve_validation(splits) if config.eval_split == "validation" else splits
     examples = build_examples(
-        bundle, used, config.tasks, train_limit=config.train_limit, eval_limit=config.eval_limit,
+        bundle, used, config.tasks, train_limit=config.train_limits(), eval_limit=config.eval_limit,
         poison_rate=config.poison_rate, poison_seed=config.seed,
     )
     return Prepared(config, model_ref, device, precision, examples,

@@ -149,7 +149,7 @@ def estimate_cost(run: StudyRun) -> Cost:
         bundle, splits = _split_data(cfg.data, cfg.split_seed)
         if isinstance(cfg, BaselineConfig):
             return _baseline_cost(cfg, bundle, splits)
-        examples = build_examples(bundle, splits, cfg.tasks, train_limit=cfg.train_limit,
+        examples = build_examples(bundle, splits, cfg.tasks, train_limit=cfg.train_limits(),
                                   eval_limit=cfg.eval_limit)
     except (ValueError, OSError) as exc:
         return Cost(error=str(exc).splitlines()[0][:120])
