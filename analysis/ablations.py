@@ -15,17 +15,11 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from analysis.runs import ALL_TASKS, RunInfo, align
-from analysis.tasks import TASK_ANALYSES, CompareOptions
+from analysis.runs import RunInfo, align
+from analysis.tasks import CompareOptions, analysis_for
 from analysis.tasks.base import Records, Rows, Tables
+from pipelines.tasks import PAPER_TASKS, headline_metric_keys, task_names
 
-HEADLINE_METRICS: tuple[str, ...] = (
-    "labeling/f1_macro",
-    "labeling/f1_macro_supported",
-    "harmonization/accuracy",
-    "impression/bleu",
-    "impression/rougeL",
-)
 # Params that must be equal for runs to form one poisoning group (everything but poison_rate).
 GROUP_PARAMS: tuple[str, ...] = (
     "model",
@@ -37,7 +31,7 @@ GROUP_PARAMS: tuple[str, ...] = (
     "learning_rate",
     "lora_r",
 )
-UNPOISONED_TASKS: tuple[str, ...] = ("harmonization", "impression")
+UNPOISONED_TASKS: tuple[str, ...] = tuple(t for t in PAPER_TASKS if t != "labeling")  # poisoning alters labeling
 
 
 # ---------------------------------------------------------------- epoch trajectory
@@ -45,7 +39,7 @@ UNPOISONED_TASKS: tuple[str, ...] = ("harmonization", "impression")
 
 def trajectory_rows(runs: list[RunInfo]) -> Rows:
     """Long table: one row per checkpoint run and task metric (``<task>/...`` or ``train/...``)."""
-    prefixes = tuple(f"{t}/" for t in (*ALL_TASKS, "train"))
+    prefixes = tuple(f"{t}/" for t in (*task_names(), "train"))
     rows = []
     for run in runs:
         if run.epoch is None:
@@ -56,12 +50,12 @@ def trajectory_rows(runs: list[RunInfo]) -> Rows:
     return rows
 
 
-def trajectory_wide(rows: Rows, metrics: tuple[str, ...] = HEADLINE_METRICS) -> pd.DataFrame:
+def trajectory_wide(rows: Rows, metrics: tuple[str, ...] | None = None) -> pd.DataFrame:
     """Headline metrics with one ``epoch_<n>`` column per checkpoint (reruns averaged)."""
     frame = pd.DataFrame(rows)
     if frame.empty:
         return frame
-    frame = frame[frame["metric"].isin(metrics)]
+    frame = frame[frame["metric"].isin(headline_metric_keys() if metrics is None else metrics)]
     if frame.empty:
         return frame
     wide = frame.pivot_table(
@@ -105,11 +99,11 @@ def poisoning_tables(
     tables: Tables = defaultdict(list)
     for clean, poisoned in poisoning_groups(runs):
         for run in (clean, *poisoned):
-            for task in ALL_TASKS:
+            for task in task_names():
                 summary = summaries.get((run.run_id, task))
                 if summary is None:
                     continue
-                for metric in TASK_ANALYSES.get(task).headline:
+                for metric in analysis_for(task).headline:
                     base = summaries.get((clean.run_id, task), {}).get(metric, float("nan"))
                     tables["poisoning_metrics"].append(
                         {
@@ -127,7 +121,7 @@ def poisoning_tables(
                 if ref is None or other is None:
                     continue
                 pair = align(task, clean.run_id, ref, run.run_id, other)
-                for name, rows in TASK_ANALYSES.get(task).compare(pair, options).items():
+                for name, rows in analysis_for(task).compare(pair, options).items():
                     tables[f"poisoning_{name}"] += [
                         {**run.describe(), "unpoisoned_run_id": clean.run_id, **row} for row in rows
                     ]

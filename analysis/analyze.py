@@ -34,8 +34,8 @@ from analysis.runs import (
     parse_key_values,
 )
 from analysis.stats import CORRECTIONS, DEFAULT_ALPHA, DEFAULT_BOOTSTRAP, BootstrapSpec
-from pipelines import tracking
 from pipelines.cli import ArgumentParser, add_switch, add_tracking_uri_argument, apply_tracking_uri
+from pipelines.runs import tracking
 
 STUDY_FOLDERS = (Path("studies"), Path(__file__).resolve().parent.parent / "studies")
 

@@ -18,7 +18,6 @@ from mlflow import MlflowClient
 from analysis.ablations import poisoning_tables, trajectory_rows, trajectory_wide
 from analysis.outputs import ensure_experiment, log_analysis_run, write_tables
 from analysis.runs import (
-    ALL_TASKS,
     DEFAULT_CACHE_DIR,
     PredictionStore,
     ReferenceSpec,
@@ -31,8 +30,9 @@ from analysis.runs import (
     select_runs,
 )
 from analysis.stats import CORRECTIONS, DEFAULT_ALPHA, BootstrapSpec
-from analysis.tasks import TASK_ANALYSES, CompareOptions
+from analysis.tasks import CompareOptions, analysis_for
 from analysis.tasks.base import Rows
+from pipelines.tasks import task_names
 
 
 @dataclass(frozen=True)
@@ -123,8 +123,8 @@ def run_analysis(config: AnalysisConfig, client: MlflowClient | None = None) -> 
     # -- per-run summaries
     summaries: dict[tuple[str, str], dict[str, Any]] = {}
     mismatches: dict[str, list[tuple[str, float, float]]] = defaultdict(list)  # metric -> (run, logged, ours)
-    for task in ALL_TASKS:
-        analysis = TASK_ANALYSES.get(task)
+    for task in task_names():
+        analysis = analysis_for(task)
         for run in analyzed:
             records = store.load(run.run_id, task)
             if records is None:
@@ -138,7 +138,7 @@ def run_analysis(config: AnalysisConfig, client: MlflowClient | None = None) -> 
     notes += [mismatch_note(metric, found) for metric, found in mismatches.items()]
 
     # -- comparisons with the reference (paired by example id)
-    for task in ALL_TASKS:
+    for task in task_names():
         ref_records = store.load(reference.run_id, task)
         if ref_records is None:
             notes.append(f"reference run {reference.run_id} has no {task} predictions: no {task} tests")
@@ -149,7 +149,7 @@ def run_analysis(config: AnalysisConfig, client: MlflowClient | None = None) -> 
                 continue
             pair = align(task, reference.run_id, ref_records, run.run_id, other)
             columns = {**run.describe(), "reference_run_id": reference.run_id}
-            for name, rows in TASK_ANALYSES.get(task).compare(pair, options).items():
+            for name, rows in analysis_for(task).compare(pair, options).items():
                 tables[name] += [{**columns, **r} for r in rows]
 
     # -- ablations
@@ -170,7 +170,7 @@ def run_analysis(config: AnalysisConfig, client: MlflowClient | None = None) -> 
             frames["trajectory_long"] = pd.DataFrame(long_rows)
             frames["trajectory"] = trajectory_wide(long_rows)
 
-    return AnalysisResult(config, analyzed, reference, frames, headline_metrics(frames, reference), notes)
+    return AnalysisResult(config, analyzed, reference, frames, analysis_metrics(frames, reference), notes)
 
 
 # Recomputed and logged values of one metric may differ by float rounding, never by more.
@@ -204,15 +204,15 @@ def mismatch_note(metric: str, found: list[tuple[str, float, float]]) -> str:
     )
 
 
-def headline_metrics(frames: dict[str, pd.DataFrame], reference: RunInfo) -> dict[str, float]:
+def analysis_metrics(frames: dict[str, pd.DataFrame], reference: RunInfo) -> dict[str, float]:
     """Reference and best value of each task's headline metrics, and counts of significant tests."""
     metrics: dict[str, float] = {}
-    for task in ALL_TASKS:
+    for task in task_names():
         summary = frames.get(f"{task}_summary")
         if summary is None:
             continue
         metrics[f"n_runs/{task}"] = float(len(summary))
-        for column in TASK_ANALYSES.get(task).headline:
+        for column in analysis_for(task).headline:
             ref_value = summary.loc[summary["run_id"] == reference.run_id, column]
             if not ref_value.empty:
                 metrics[f"reference/{task}/{column}"] = float(ref_value.iloc[0])

@@ -17,6 +17,8 @@ from typing import Any
 import mlflow
 import pandas as pd
 
+from pipelines.runs import schema
+
 DEFAULT_OUTPUT_ROOT = Path("outputs/analysis")
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value, in characters
 
@@ -51,13 +53,13 @@ def log_analysis_run(
     """Log the folder's files as artifacts, with metrics, params and tags role=analysis / analysis=<kind>.
 
     Inside ``mlflow run`` (MLFLOW_RUN_ID set) the project's own run is used; one that `mlflow run`
-    put in the Default experiment moves to experiment_id's (pipelines.tracking.adopt_project_run).
+    put in the Default experiment moves to experiment_id's (pipelines.runs.tracking.adopt_project_run).
     """
     if os.environ.get("MLFLOW_RUN_ID") and experiment_id is not None:
-        from pipelines.tracking import adopt_project_run
+        from pipelines.runs.tracking import adopt_project_run
 
         adopt_project_run(mlflow.get_experiment(experiment_id).name)
-    tags = {"role": "analysis", "analysis": kind, **({"study": study} if study else {})}
+    tags = {schema.ROLE: schema.Role.ANALYSIS, schema.ANALYSIS_KIND: kind, **({schema.STUDY: study} if study else {})}
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, tags=tags) as run:
         mlflow.log_params({f"analysis.{k}": str(v)[:MAX_PARAM_LENGTH] for k, v in params.items()})
         mlflow.log_metrics({k: float(v) for k, v in metrics.items() if math.isfinite(float(v))})

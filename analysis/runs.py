@@ -20,7 +20,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
-ALL_TASKS: tuple[str, ...] = ("labeling", "harmonization", "impression")
+from pipelines.runs import schema
+from pipelines.tasks import PAPER_TASKS
+
 DEFAULT_REFERENCE_MODEL = "smollm2-135m"
 DEFAULT_CACHE_DIR = Path("outputs/analysis-cache")
 PARENT_TAG = "mlflow.parentRunId"
@@ -65,7 +67,7 @@ class RunInfo:
 
     @property
     def role(self) -> str:
-        return self.tags.get("role", "")
+        return self.tags.get(schema.ROLE, "")
 
     @property
     def study(self) -> str:
@@ -241,7 +243,7 @@ class ReferenceSpec:
         return cls(params=params, multitask="tasks" not in params)
 
     def matches(self, run: RunInfo) -> bool:
-        if self.multitask and not set(ALL_TASKS) <= set(run.tasks):
+        if self.multitask and not set(PAPER_TASKS) <= set(run.tasks):
             return False
         return all(_param_equal(k, run.params.get(k), v) for k, v in self.params.items())
 
@@ -365,12 +367,12 @@ class PredictionStore:
         folder.mkdir(parents=True, exist_ok=True)
         location = self._locations.get(run_id)
         if location is None:
-            if self.client.list_artifacts(run_id, "predictions"):
-                self.client.download_artifacts(run_id, "predictions", str(folder))
+            if self.client.list_artifacts(run_id, schema.PREDICTIONS_DIR):
+                self.client.download_artifacts(run_id, schema.PREDICTIONS_DIR, str(folder))
         else:
             repository = get_artifact_repository(location, tracking_uri=self.client.tracking_uri)
-            if repository.list_artifacts("predictions"):
-                repository.download_artifacts("predictions", str(folder))
+            if repository.list_artifacts(schema.PREDICTIONS_DIR):
+                repository.download_artifacts(schema.PREDICTIONS_DIR, str(folder))
         (folder / ".complete").touch()
         return folder
 
@@ -388,7 +390,7 @@ class PredictionStore:
         """The run's predictions for `task` keyed by example id, or None if it has none."""
         key = (run_id, task)
         if key not in self._loaded:
-            path = self.fetch(run_id) / "predictions" / f"{task}.jsonl"
+            path = self.fetch(run_id) / schema.predictions_file(task)
             self._loaded[key] = read_predictions(path, run_id) if path.exists() else None
         return self._loaded[key]
 

@@ -17,14 +17,14 @@ import sys
 
 from benchmarks.reference import previous_slot_decoding
 from pipelines.cli import ArgumentParser, setup_logging
+from pipelines.data.examples import build_test_examples
 from pipelines.data.sources import load_data
 from pipelines.data.split import split_bundle
-from pipelines.evaluation import input_text
-from pipelines.examples import build_test_examples
-from pipelines.generation import complete
-from pipelines.models import load_model_and_tokenizer, resolve_model
+from pipelines.infer.evaluation import input_text
+from pipelines.infer.generation import complete
+from pipelines.infer.loading import load_for_inference
 from pipelines.tasks import get_task
-from pipelines.training_data import MAX_SEQ_LENGTH, prompt_budget
+from pipelines.train.encoding import MAX_SEQ_LENGTH, prompt_budget
 
 
 def compare(model, tokenizer, examples) -> dict:
@@ -59,10 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="synthetic", help="data spec, as for finetune (default: synthetic)")
     parser.add_argument("--examples", type=int, default=48, help="labeling test reports to answer")
     args = parser.parse_args(argv)
-    from peft import PeftModel
-
-    model, tokenizer = load_model_and_tokenizer(resolve_model(args.model).path, "fp32", "cpu")
-    model = PeftModel.from_pretrained(model, args.adapter).eval()
+    model, tokenizer = load_for_inference(args.model, args.adapter, "fp32", "cpu")
     bundle = load_data(args.data)
     splits = split_bundle(bundle, 0)
     examples = build_test_examples(bundle, {k: s.test for k, s in splits.items()}, ("labeling",),

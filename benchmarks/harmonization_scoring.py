@@ -19,12 +19,12 @@ import torch
 
 from benchmarks.reference import previous_candidate_scoring
 from pipelines.cli import ArgumentParser, setup_logging
-from pipelines.constrained import decode_constrained
 from pipelines.data.sources import load_data
+from pipelines.infer.constrained import decode_constrained
 from pipelines.models import load_model_and_tokenizer, resolve_device, resolve_model, resolve_precision
 from pipelines.tasks import get_task
 from pipelines.tasks.base import format_prompt
-from pipelines.training_data import MAX_SEQ_LENGTH, prompt_budget
+from pipelines.train.encoding import MAX_SEQ_LENGTH, prompt_budget
 
 
 def measure(model, tokenizer, descriptions: list[str], *, batch_size: int, repeats: int) -> dict:

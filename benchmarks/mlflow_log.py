@@ -6,8 +6,8 @@ import re
 import mlflow
 
 from benchmarks.suite import BenchResult
-from pipelines import tracking
 from pipelines.config import flat_params
+from pipelines.runs import tracking
 
 
 def metric_name(text: str) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from pipelines.training_data import IGNORE_INDEX, ResponseOnlyCollator, encode_prompt, fit_prompt
+from pipelines.train.encoding import IGNORE_INDEX, ResponseOnlyCollator, encode_prompt, fit_prompt
 
 REFERENCE_BEAMS = 5
 REFERENCE_MAX_NEW_TOKENS = 500
@@ -68,7 +68,7 @@ def previous_candidate_scoring(model, tokenizer, shape, prompts: Sequence[str], 
     Each prompt is prefilled once, its KV cache repeated for the k candidates, and every candidate
     fed whole: the description is fed again in each of the seven answers.
     """
-    from pipelines.constrained import IncrementalBatch
+    from pipelines.infer.constrained import IncrementalBatch
 
     candidates = [shape.candidates(text) for text in inputs]
     k = len(candidates[0]) if candidates else 0
@@ -100,7 +100,7 @@ def previous_slot_decoding(model, tokenizer, shape, prompts: Sequence[str], inpu
     After choosing a slot's value it fed only the value's tokens after its first, so for one-token
     values ("Yes"/"No") the next slot was decided without the chosen value in its context.
     """
-    from pipelines.constrained import IncrementalBatch, compile_slots
+    from pipelines.infer.constrained import IncrementalBatch, compile_slots
 
     compiled = compile_slots(tokenizer, shape)
     encoded = [fit_prompt(encode_prompt(tokenizer, p), max_prompt_tokens) + compiled.runs[0] for p in prompts]

@@ -26,17 +26,17 @@ from benchmarks.hardware import (
 )
 from benchmarks.reference import PaddingCounter, WholeSequenceCollator, reference_generate
 from pipelines.config import FinetuneConfig
+from pipelines.data.examples import build_examples
 from pipelines.data.sources import load_data
 from pipelines.data.split import split_bundle
-from pipelines.epoch_sampler import EpochSeededTrainer
-from pipelines.evaluation import input_text, score_outputs
-from pipelines.examples import build_examples
-from pipelines.generation import complete
+from pipelines.infer.evaluation import input_text, score_outputs
+from pipelines.infer.generation import complete
 from pipelines.models import load_model_and_tokenizer, resolve_device, resolve_model, resolve_precision
-from pipelines.packing import packed_attention, training_collator
 from pipelines.tasks import get_task, task_names, task_tuple
-from pipelines.training import build_lora_model
-from pipelines.training_data import EncodedDataset, ResponseOnlyCollator, encode_example, prompt_budget
+from pipelines.train.encoding import EncodedDataset, ResponseOnlyCollator, encode_example, prompt_budget
+from pipelines.train.packing import packed_attention, training_collator
+from pipelines.train.recipe import build_lora_model
+from pipelines.train.sampler import EpochSeededTrainer
 
 log = logging.getLogger(__name__)
 

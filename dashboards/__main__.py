@@ -28,7 +28,7 @@ from dashboards.options import FIGURE_JS, IMPORTANCE_EVALUATORS, ReportOptions
 from dashboards.paper import PAPER_LINE_MODES
 from dashboards.report import report_from_analysis_run, report_from_selection, report_from_tables
 from pipelines.cli import ArgumentParser, add_switch
-from pipelines.tracking import TrackingUnavailableError, where_to_look
+from pipelines.runs.tracking import TrackingUnavailableError, where_to_look
 
 
 def build_parser() -> argparse.ArgumentParser:

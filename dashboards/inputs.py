@@ -19,11 +19,12 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from analysis.runs import PredictionStore
+from pipelines.runs import schema
 
 log = logging.getLogger(__name__)
 
 ID_COLUMNS = ("run_id", "reference_run_id", "unpoisoned_run_id")
-LOSS_METRICS = ("train/loss", "train/loss_step")  # per epoch, per optimizer step (pipelines.training)
+LOSS_METRICS = ("train/loss", "train/loss_step")  # per epoch, per optimizer step (pipelines.train.recipe)
 PARENT_TAG = "mlflow.parentRunId"
 MAX_LOSS_RUNS = 12  # fine-tunes drawn in the training-loss figure (the newest)
 READER_PREFIX = "reader_"
@@ -137,7 +138,7 @@ def fetch_loss_history(run_tags: dict[str, dict[str, str]], client: MlflowClient
     """LOSS_METRICS histories of the fine-tunes the runs belong to (a checkpoint's parent, or the run),
     the `limit` newest of them (a chart of hundreds of loss curves shows none)."""
     finetunes = {tags.get(PARENT_TAG) or run_id for run_id, tags in run_tags.items()
-                 if tags.get("role") in ("checkpoint", "finetune", "trial")}
+                 if tags.get(schema.ROLE) in (schema.Role.CHECKPOINT, *schema.TRAINING_ROLES)}
     found = []
     for start in range(0, len(finetunes), 100):
         quoted = ", ".join(f"'{i}'" for i in sorted(finetunes)[start : start + 100])

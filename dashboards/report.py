@@ -39,7 +39,7 @@ from dashboards.page import (
     report_page,
 )
 from dashboards.runs import RunCatalog
-from dashboards.sections import ReportContext, Section, ordered_sections
+from dashboards.sections import ReportContext, Section, report_sections
 from dashboards.style import escape
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def build_report(inputs: ReportInputs, options: ReportOptions) -> Report:
     runs = RunCatalog.from_tables(inputs.tables, inputs.reference_run_id, inputs.run_params)
     ctx = ReportContext(inputs, options, runs)
     sections = []
-    for spec in ordered_sections():
+    for spec in report_sections(ctx):
         try:
             result = spec.build(ctx)
         except Exception as err:

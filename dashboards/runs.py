@@ -14,8 +14,8 @@ from typing import Any
 import pandas as pd
 
 from dashboards.colors import ColorMap
+from pipelines.tasks import PAPER_TASKS
 
-ALL_TASKS = ("labeling", "harmonization", "impression")
 SECONDARY_TABLES = ("trajectory",)  # name prefixes of tables whose runs were not analyzed themselves
 DESCRIBE_COLUMNS = ("run_id", "run_name", "role", "model", "tasks", "epoch", "poison_rate", "seed")
 
@@ -51,12 +51,12 @@ def model_name(model: str) -> str:
 def tasks_text(tasks: str) -> str:
     """'labeling,harmonization,impression' -> 'all three'; otherwise the list with spaces."""
     names = [t for t in tasks.split(",") if t]
-    return "all three" if set(names) >= set(ALL_TASKS) else ", ".join(names)
+    return "all three" if set(names) >= set(PAPER_TASKS) else ", ".join(names)
 
 
 def _tasks_part(tasks: str) -> str:
     names = [t for t in tasks.split(",") if t]
-    if set(names) >= set(ALL_TASKS):
+    if set(names) >= set(PAPER_TASKS):
         return "multi-task"
     return "+".join(names) + " only" if names else ""
 

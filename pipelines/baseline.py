@@ -14,42 +14,28 @@ from __future__ import annotations
 
 import sys
 
-from pipelines import tracking
 from pipelines.baselines import BaselineConfig, run_baseline
-from pipelines.cli import (
-    ArgumentParser,
-    add_config_arguments,
-    add_tracking_uri_argument,
-    apply_tracking_uri,
-    config_from_args,
-    fail,
-    setup_logging,
-)
-from pipelines.evaluation import headline_metrics
+from pipelines.cli import config_parser, parse_config, run_command
+from pipelines.infer.evaluation import headline_metrics
+from pipelines.runs import tracking
 
 
 def parse_args(argv: list[str] | None = None) -> BaselineConfig:
     """Command line -> validated BaselineConfig."""
-    parser = ArgumentParser(description=__doc__)
-    add_config_arguments(parser, BaselineConfig)
-    add_tracking_uri_argument(parser)
-    args = parser.parse_args(argv)
-    apply_tracking_uri(args)
-    return config_from_args(args, BaselineConfig, {})
+    return parse_config(config_parser(BaselineConfig, __doc__), BaselineConfig, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
-    try:
+    def run() -> int:
         config = parse_args(argv)
         result = run_baseline(config)
-    except (ValueError, RuntimeError) as exc:
-        return fail(exc)
-    print(f"\nBaseline finished: run {result.run_id} ({config.model}, {config.prompting}, {config.backend})")
-    print(f"  {headline_metrics(result.metrics)}")
-    print("  responses: " + ", ".join(f"{k} {v}" for k, v in result.counts.items()))
-    print(tracking.where_to_look(result.run_id))
-    return 0
+        print(f"\nBaseline finished: run {result.run_id} ({config.model}, {config.prompting}, {config.backend})")
+        print(f"  {headline_metrics(result.metrics)}")
+        print("  responses: " + ", ".join(f"{k} {v}" for k, v in result.counts.items()))
+        print(tracking.where_to_look(result.run_id))
+        return 0
+
+    return run_command(run)
 
 
 if __name__ == "__main__":

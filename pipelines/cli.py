@@ -97,6 +97,10 @@ FIELD_HELP: dict[str, str] = {
     "train_per_task": "training examples per task",
     "eval_per_task": "test examples per task (0 = training only)",
     "reference_max_new_tokens": "generation budget of the paper's reference method",
+    "input": "DICOM folder (or one file), or a CSV/TSV/XLSX table of descriptions (file.xlsx#Sheet2); required",
+    "column": "description column of a table ('' = found by its name)",
+    "output": "CSV to write ('' = outputs/harmonized-<input name>.csv)",
+    "track": "log the mapping as an MLflow run (--no-track: write the CSV only)",
 }
 
 
@@ -118,8 +122,8 @@ FIELD_CHOICES: dict[str, Callable[[], Sequence[str]]] = {
     "split": _closed("pipelines.config", "SPLITS"),
     "backend": _closed("pipelines.baselines.backends", "BACKENDS"),
     "prompting": _closed("pipelines.baselines.config", "PROMPTING_MODES"),
-    "mode": _closed("pipelines.registration", "MODE"),
-    "weights_dtype": _closed("pipelines.registration", "WEIGHT_DTYPES"),
+    "mode": _closed("pipelines.serving.registration", "MODE"),
+    "weights_dtype": _closed("pipelines.serving.registration", "WEIGHT_DTYPES"),
 }
 
 
@@ -325,7 +329,7 @@ def _file_value(value: Any, hint: Any, where: str) -> Any:
 
 def fail(exc: BaseException) -> int:
     """Print an error as one clear line on stderr; exit status 2. Under `mlflow run`, the run MLflow
-    created for this command is deleted (pipelines.tracking.discard_project_run)."""
+    created for this command is deleted (pipelines.runs.tracking.discard_project_run)."""
     print(f"error: {exc}", file=sys.stderr)
     discard_project_run(str(exc))
     return 2
@@ -334,7 +338,7 @@ def fail(exc: BaseException) -> int:
 def discard_project_run(reason: str) -> None:
     """Bad input under `mlflow run` (MLFLOW_RUN_ID set): leave no run behind (see tracking)."""
     if os.environ.get("MLFLOW_RUN_ID"):
-        from pipelines.tracking import discard_project_run as discard
+        from pipelines.runs.tracking import discard_project_run as discard
 
         discard(reason)
 
@@ -360,3 +364,30 @@ def config_block(config: Any) -> str:
     from pipelines.config import config_document
 
     return yaml.safe_dump(config_document(config), sort_keys=False, default_flow_style=None, width=120).rstrip()
+
+
+def config_parser(config_cls: type, description: str | None, preset: dict[str, Any] | None = None) -> ArgumentParser:
+    """An entry point's parser: one --option per field of `config_cls` (add_config_arguments),
+    --config FILE and --tracking-uri."""
+    parser = ArgumentParser(description=description)
+    add_config_arguments(parser, config_cls, preset)
+    add_tracking_uri_argument(parser)
+    return parser
+
+
+def parse_config(parser: argparse.ArgumentParser, config_cls: type, argv: list[str] | None = None,
+                 preset: dict[str, Any] | None = None) -> Any:
+    """Command line -> validated `config_cls` (preset values first, --config FILE, then explicit options);
+    --tracking-uri applied."""
+    args = parser.parse_args(argv)
+    apply_tracking_uri(args)
+    return config_from_args(args, config_cls, preset or {})
+
+
+def run_command(run: Callable[[], int], errors: tuple[type[BaseException], ...] = (ValueError, RuntimeError)) -> int:
+    """An entry point's body: logging set up, `run()`'s exit status, or `errors` as one line (exit 2)."""
+    setup_logging()
+    try:
+        return run()
+    except errors as exc:
+        return fail(exc)

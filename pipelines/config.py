@@ -4,9 +4,10 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
-from pipelines.tasks import task_tuple
+from pipelines.tasks import PAPER_TASKS, task_tuple
 
 PAPER_CHECKPOINTS = (2, 5, 20, 100)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -108,7 +109,25 @@ def check_decoding(decoding: str) -> None:
 
 
 @dataclass
-class FinetuneConfig:
+class RunSettings:
+    """Where an entry point computes and where its MLflow run goes: the fields every config shares
+    (FinetuneConfig, EvaluateConfig, HarmonizeConfig, baselines' BaselineConfig)."""
+
+    device: str = "auto"
+    precision: str = "auto"
+    study: str = "default"
+    experiment: str = "clinical-slm"
+    run_name: str = ""
+
+    def check_run_settings(self) -> None:
+        """Raise ConfigError for an unknown precision, an infinite number or an empty experiment."""
+        check_finite_and_named(self)
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
+
+
+@dataclass
+class FinetuneConfig(RunSettings):
     """Everything that defines a fine-tune. Defaults are the paper's (100 epochs, batch 4, lr 8e-4).
 
     effective batch = batch_size x grad_accum examples per optimizer step.
@@ -116,7 +135,7 @@ class FinetuneConfig:
     """
 
     model: str = "smollm2-135m"
-    tasks: tuple[str, ...] = ("labeling", "harmonization", "impression")
+    tasks: tuple[str, ...] = PAPER_TASKS
     data: str = "synthetic"
     epochs: int = 100
     checkpoint_epochs: tuple[int, ...] = PAPER_CHECKPOINTS
@@ -138,17 +157,12 @@ class FinetuneConfig:
     decoding: str = "constrained"  # or "free" (see DECODINGS)
     max_seq_length: int = 768
     eval_batch_size: int = 16
-    packing: bool = True  # examples of a batch end to end in one row, no padding (see pipelines/packing.py)
+    packing: bool = True  # examples of a batch end to end in one row, no padding (see pipelines/train/packing.py)
     value_weight: float = field(default=1.0, metadata={
         "help": "loss weight of the answer's slot-value tokens (labeling's 14 Yes/No) against its other tokens; "
-                "1 = the paper's plain response-only loss (pipelines/value_weighting.py)"})
+                "1 = the paper's plain response-only loss (pipelines/train/value_weighting.py)"})
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (4-7B presets)
-    device: str = "auto"
     processes: int = 1  # >1: one fine-tune across N processes, started with torchrun (docs/multi_process.md)
-    precision: str = "auto"
-    study: str = "default"
-    experiment: str = "clinical-slm"
-    run_name: str = ""
     system_metrics: bool = field(default=True, metadata={
         "help": "log CPU, memory, disk and GPU use to the run's System metrics tab"})
     output_dir: str = "outputs"
@@ -164,7 +178,7 @@ class FinetuneConfig:
         self._validate()
 
     def _validate(self) -> None:
-        check_finite_and_named(self)
+        self.check_run_settings()
         positive = ("epochs", "batch_size", "grad_accum", "lora_r", "lora_alpha", "max_seq_length",
                     "eval_batch_size", "processes")
         for name in positive:
@@ -190,8 +204,6 @@ class FinetuneConfig:
                 f"--checkpoint-epochs {','.join(map(str, self.checkpoint_epochs))} must lie within "
                 f"1..{self.epochs} (--epochs); raise --epochs or drop the larger checkpoints"
             )
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.eval_split not in EVAL_SPLITS:
             raise ConfigError(f"--eval-split must be one of {EVAL_SPLITS}, got {self.eval_split!r}")
         check_decoding(self.decoding)
@@ -244,7 +256,7 @@ SPLITS = ("test", "all")
 
 
 @dataclass
-class EvaluateConfig:
+class EvaluateConfig(RunSettings):
     """Scoring a logged adapter, an adapter folder, or the base model alone (zero-shot).
 
     adapter: '' (base model only), a folder holding adapter_config.json, or an MLflow run id
@@ -256,7 +268,7 @@ class EvaluateConfig:
     adapter: str = ""
     epoch: int = 0
     model: str = "smollm2-135m"
-    tasks: tuple[str, ...] = ("labeling", "harmonization", "impression")
+    tasks: tuple[str, ...] = PAPER_TASKS
     data: str = "synthetic"
     split: str = "test"
     split_seed: int = 0
@@ -265,15 +277,10 @@ class EvaluateConfig:
     max_new_tokens: int = 0  # cap on each task's generation budget; 0 = the task's own
     decoding: str = "constrained"  # or "free" (see DECODINGS)
     max_seq_length: int = 768
-    device: str = "auto"
-    precision: str = "auto"
-    study: str = "default"
-    experiment: str = "clinical-slm"
-    run_name: str = ""
 
     def __post_init__(self) -> None:
         self.tasks = task_tuple(self.tasks)
-        check_finite_and_named(self)
+        self.check_run_settings()
         if self.split not in SPLITS:
             raise ConfigError(f"--split must be one of {SPLITS}, got {self.split!r}")
         for name in ("eval_limit", "epoch", "max_new_tokens"):
@@ -282,10 +289,60 @@ class EvaluateConfig:
         for name in ("eval_batch_size", "max_seq_length"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
         check_decoding(self.decoding)
 
     def as_params(self) -> dict[str, str]:
         """Flat string params for MLflow."""
         return flat_params(self)
+
+
+
+
+@dataclass
+class HarmonizeConfig(RunSettings):
+    """One harmonize job (pipelines.harmonize; pipelines.infer.series_harmonization does it).
+
+    adapter: a fine-tune run id (its last checkpoint, or `epoch`), a checkpoint run id, or a
+    folder holding adapter_config.json. input: a DICOM folder (or one DICOM file) or a table of
+    descriptions; `column` names the description column (default: found by common names).
+    model: the base model; default the one the adapter was trained on (the run's `model` param,
+    else adapter_config.json's base_model_name_or_path). output: the CSV to write; default
+    ``outputs/harmonized-<input name>.csv``. decoding: "constrained" (the answer is one of the
+    task's valid answers, as evaluation and serving score it) or "free". track: log the mapping
+    to an MLflow run.
+    """
+
+    adapter: str = field(default="", metadata={
+        "help": "fine-tune run id (last checkpoint unless --epoch), checkpoint run id, or adapter folder; required"})
+    input: str = ""
+    column: str = ""
+    output: str = ""
+    epoch: int = 0
+    model: str = field(default="", metadata={
+        "help": "base model: a preset, a folder holding config.json, or a cached Hugging Face id "
+                "('' = the one the adapter was trained on)"})
+    batch_size: int = 16
+    decoding: str = "constrained"  # or "free" (see DECODINGS)
+    track: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.adapter.strip():
+            raise ConfigError("--adapter is required: a fine-tune or checkpoint run id, or an adapter folder")
+        if not self.input.strip():
+            raise ConfigError("--input is required: a folder of DICOM files, or a CSV/TSV/XLSX table")
+        self.check_run_settings()
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
+        if self.epoch < 0:
+            raise ConfigError(f"--epoch must be >= 0 (0 = the last checkpoint), got {self.epoch}")
+        check_decoding(self.decoding)
+
+    def output_path(self) -> Path:
+        """The CSV to write: `output`, else outputs/harmonized-<input name>.csv."""
+        from pipelines.data.tables import TABLE_SUFFIXES, split_sheet  # deferred: imports the table readers
+
+        if self.output:
+            return Path(self.output).expanduser()
+        path, sheet = split_sheet(self.input)
+        name = path.stem if path.suffix.lower() in TABLE_SUFFIXES else path.name
+        return Path("outputs") / f"harmonized-{name}{'-' + sheet if sheet else ''}.csv"

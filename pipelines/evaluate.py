@@ -12,35 +12,25 @@ from __future__ import annotations
 
 import sys
 
-from pipelines import tracking
-from pipelines.cli import (
-    ArgumentParser,
-    add_config_arguments,
-    add_tracking_uri_argument,
-    apply_tracking_uri,
-    config_from_args,
-    fail,
-    setup_logging,
-)
+from pipelines.cli import config_parser, parse_config, run_command
 from pipelines.config import EvaluateConfig
-from pipelines.scoring import evaluate_model
+from pipelines.infer.model_evaluation import evaluate_model
+from pipelines.runs import tracking
+
+
+def parse_args(argv: list[str] | None = None) -> EvaluateConfig:
+    """Command line -> validated EvaluateConfig."""
+    return parse_config(config_parser(EvaluateConfig, __doc__), EvaluateConfig, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
-    parser = ArgumentParser(description=__doc__)
-    add_config_arguments(parser, EvaluateConfig)
-    add_tracking_uri_argument(parser)
-    try:
-        args = parser.parse_args(argv)
-        apply_tracking_uri(args)
-        config = config_from_args(args, EvaluateConfig, {})
-        run_id = evaluate_model(config)
-    except (ValueError, RuntimeError) as exc:
-        return fail(exc)
-    print(f"Evaluation finished: run {run_id}")
-    print(tracking.where_to_look(run_id))
-    return 0
+    def run() -> int:
+        run_id = evaluate_model(parse_args(argv))
+        print(f"Evaluation finished: run {run_id}")
+        print(tracking.where_to_look(run_id))
+        return 0
+
+    return run_command(run)
 
 
 if __name__ == "__main__":

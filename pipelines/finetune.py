@@ -20,8 +20,6 @@ import argparse
 import logging
 import sys
 
-from pipelines import distributed, tracking
-from pipelines import resume as resuming
 from pipelines.cli import (
     ArgumentParser,
     add_config_arguments,
@@ -34,13 +32,15 @@ from pipelines.cli import (
     setup_logging,
 )
 from pipelines.config import CPU_PRESET, DEMO_PRESET, FinetuneConfig
-from pipelines.evaluation import headline_metrics
-from pipelines.run_signals import TrainingInterrupted
-from pipelines.store_sync import TrackingOutageError
-from pipelines.training import train
+from pipelines.infer.evaluation import headline_metrics
+from pipelines.runs import resume as resuming
+from pipelines.runs import tracking
+from pipelines.runs.signals import TrainingInterrupted
+from pipelines.runs.sync import EXIT_TRACKING_OUTAGE, TrackingOutageError
+from pipelines.train import distributed
+from pipelines.train.recipe import train
 
 PRESETS: dict[str, dict[str, object]] = {"paper": {}, "demo": DEMO_PRESET, "cpu": CPU_PRESET}
-EXIT_TRACKING_OUTAGE = 75  # EX_TEMPFAIL: try again later (here: upload later)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -18,37 +18,27 @@ import sys
 
 from mlflow.exceptions import MlflowException
 
-from pipelines import tracking
-from pipelines.cli import (
-    ArgumentParser,
-    add_config_arguments,
-    add_tracking_uri_argument,
-    apply_tracking_uri,
-    config_from_args,
-    fail,
-    setup_logging,
-)
-from pipelines.registration import RegisterConfig, register
+from pipelines.cli import config_parser, parse_config, run_command
+from pipelines.runs import tracking
+from pipelines.serving.registration import RegisterConfig, register
+
+
+def parse_args(argv: list[str] | None = None) -> RegisterConfig:
+    """Command line -> validated RegisterConfig."""
+    return parse_config(config_parser(RegisterConfig, __doc__), RegisterConfig, argv)
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
-    parser = ArgumentParser(description=__doc__)
-    add_config_arguments(parser, RegisterConfig)
-    add_tracking_uri_argument(parser)
-    try:
-        args = parser.parse_args(argv)
-        apply_tracking_uri(args)
-        config = config_from_args(args, RegisterConfig, {})
-        result = register(config)
-    except (ValueError, RuntimeError, MlflowException) as exc:
-        return fail(exc)
-    chosen = result.selection
-    print(f"Registered {result.name} version {result.version} as {result.alias_uri}: fine-tune "
-          f"{chosen.finetune.info.run_id} epoch {chosen.epoch} ({chosen.metric} = {chosen.value})")
-    print(f"Serve it: mlflow models serve -m {result.alias_uri} --env-manager local -p 5001")
-    print(tracking.where_to_look(result.run_id))
-    return 0
+    def run() -> int:
+        result = register(parse_args(argv))
+        chosen = result.selection
+        print(f"Registered {result.name} version {result.version} as {result.alias_uri}: fine-tune "
+              f"{chosen.finetune.info.run_id} epoch {chosen.epoch} ({chosen.metric} = {chosen.value})")
+        print(f"Serve it: mlflow models serve -m {result.alias_uri} --env-manager local -p 5001")
+        print(tracking.where_to_look(result.run_id))
+        return 0
+
+    return run_command(run, errors=(ValueError, RuntimeError, MlflowException))
 
 
 if __name__ == "__main__":

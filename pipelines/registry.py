@@ -25,6 +25,12 @@ class Registry(Generic[T]):
         self._entries[name] = entry
         return entry
 
+    def remove(self, name: str) -> T:
+        """Unregister `name` (e.g. an entry a test added); an unknown name is an UnknownNameError."""
+        entry = self.get(name)
+        del self._entries[name]
+        return entry
+
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator form of `add`."""
         return lambda entry: self.add(name, entry)

@@ -22,6 +22,15 @@ from pathlib import Path
 import mlflow
 
 from pipelines.cli import ArgumentParser, add_switch, add_tracking_uri_argument, apply_tracking_uri, fail, setup_logging
+from pipelines.runs import schema
+from pipelines.runs.tracking import (
+    DEFAULT_EXPERIMENT_ID,
+    adopt_project_run,
+    check_tracking_uri,
+    default_tracking_uri,
+    discard_project_run,
+    where_to_look,
+)
 from pipelines.studies import (
     ClaimStore,
     default_claims_url,
@@ -34,14 +43,6 @@ from pipelines.studies import (
 )
 from pipelines.studies.claims import DEFAULT_STALE_AFTER_S
 from pipelines.studies.plan import DEFAULT_THROUGHPUT, plan_notes, planned_states
-from pipelines.tracking import (
-    DEFAULT_EXPERIMENT_ID,
-    adopt_project_run,
-    check_tracking_uri,
-    default_tracking_uri,
-    discard_project_run,
-    where_to_look,
-)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("MLFLOW_RUN_ID"):
             adopt_project_run(study.experiment)
             with mlflow.start_run():
-                mlflow.set_tags({"role": "study", "study": study.name})
+                mlflow.set_tags({schema.ROLE: schema.Role.STUDY, schema.STUDY: study.name})
                 report = run_study(study, claims, worker, **options)
         else:
             report = run_study(study, claims, worker, **options)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipelines import tracking
 from pipelines.cli import (
     ArgumentParser,
     add_switch,
@@ -31,20 +30,21 @@ from pipelines.cli import (
     setup_logging,
 )
 from pipelines.redaction import redact_url
-from pipelines.search_space import DIRECTIONS, ObjectiveMetricMissing, load_space, parse_objective
-from pipelines.sweep_report import format_summary
-from pipelines.sweep_storage import DEFAULT_STORAGE, StorageOptions
-from pipelines.sweeping import SweepOptions, run_sweep
+from pipelines.runs import tracking
+from pipelines.sweeps.report import format_summary
+from pipelines.sweeps.runner import SweepOptions, run_sweep
+from pipelines.sweeps.space import DIRECTIONS, ObjectiveMetricMissing, load_space, parse_objective
+from pipelines.sweeps.storage import DEFAULT_STORAGE, StorageOptions
 
 # Shorthands for fixing a value of the sweep file's `fixed:` section (or of a searched one);
 # an empty value (an MLproject default) leaves the file's value.
-FIXED_OPTIONS = ("model", "tasks", "data", "train_limit", "task_train_limits", "eval_limit", "device", "precision", "output_dir",
-                 "processes")
+FIXED_OPTIONS = ("model", "tasks", "data", "train_limit", "task_train_limits", "eval_limit", "device", "precision",
+                 "output_dir", "processes")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipelines.samplers_and_pruners import PRUNERS, SAMPLERS
-    from pipelines.search_space import COMBINERS
+    from pipelines.sweeps.samplers import PRUNERS, SAMPLERS
+    from pipelines.sweeps.space import COMBINERS
 
     parser = ArgumentParser(description=__doc__)
     add = parser.add_argument

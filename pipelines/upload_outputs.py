@@ -13,10 +13,10 @@ import sys
 
 from mlflow.exceptions import MlflowException
 
-from pipelines import tracking
 from pipelines.cli import ArgumentParser, add_tracking_uri_argument, apply_tracking_uri, fail, setup_logging
-from pipelines.run_outputs import RunOutputs
-from pipelines.store_sync import RunSync, TrackingOutageError
+from pipelines.runs import tracking
+from pipelines.runs.outputs import RunOutputs
+from pipelines.runs.sync import RunSync, TrackingOutageError
 
 TERMINAL = ("FINISHED", "KILLED", "FAILED")
 

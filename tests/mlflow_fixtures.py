@@ -18,7 +18,7 @@ from typing import Any
 
 import mlflow
 
-from pipelines.schema import LABEL_KEYS, SERIES_CLASSES
+from pipelines.vocabulary import LABEL_KEYS, SERIES_CLASSES
 
 ALL_TASKS = "labeling,harmonization,impression"
 _TEMPLATE: Path | None = None
@@ -143,7 +143,7 @@ def log_checkpoint(
         return run.info.run_id
 
 
-# The fine-tune's params (pipelines.training.run_params) that every fabricated fine-tune gets
+# The fine-tune's params (pipelines.train.recipe.run_params) that every fabricated fine-tune gets
 # unless a test overrides them, and those copied onto its checkpoint runs.
 FINETUNE_DEFAULTS: dict[str, str] = {
     "data": "synthetic",

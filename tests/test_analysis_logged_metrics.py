@@ -1,6 +1,6 @@
 """The analysis recomputes exactly what the runs logged: one definition per metric.
 
-Two runs are scored by the producers' own code (pipelines.evaluation.score_outputs on synthetic
+Two runs are scored by the producers' own code (pipelines.infer.evaluation.score_outputs on synthetic
 examples with imperfect outputs), logged to a temporary MLflow store with their predictions, and
 analyzed through the `analyze` command line; every logged metric that a table also holds must
 agree to 1e-6, in the task summaries and in the trajectory table alike.
@@ -20,9 +20,9 @@ from analysis.job import logged_mismatches, mismatch_note
 from analysis.runs import RunInfo
 from pipelines.data.synthetic_cxr import generate_reports
 from pipelines.data.synthetic_mri import generate_series
-from pipelines.evaluation import merged_metrics, score_outputs
-from pipelines.schema import LABEL_KEYS, SERIES_CLASSES
+from pipelines.infer.evaluation import merged_metrics, score_outputs
 from pipelines.tasks import get_task
+from pipelines.vocabulary import LABEL_KEYS, SERIES_CLASSES
 
 PARAMS = {"model": "smollm2-135m", "tasks": "labeling,harmonization,impression", "data_fingerprint": "f"}
 

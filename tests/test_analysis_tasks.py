@@ -22,9 +22,9 @@ from analysis.runs import (
 from analysis.stats import BootstrapSpec
 from analysis.tasks import TASK_ANALYSES, CompareOptions
 from analysis.tasks.impression import corpus_bleu
-from pipelines.schema import LABEL_KEYS
 from pipelines.tasks import get_task
 from pipelines.tasks.base import Parsed
+from pipelines.vocabulary import LABEL_KEYS
 
 NO_ALL = dict.fromkeys(LABEL_KEYS, "No")
 

@@ -20,8 +20,8 @@ from pipelines.baselines.backends import (
 from pipelines.baselines.config import PROMPTING_MODES
 from pipelines.baselines.privacy import RemoteEndpointRefused, check_endpoint, inspect_endpoint
 from pipelines.baselines.prompts import load_template
-from pipelines.schema import LABEL_KEYS, SERIES_CLASSES
 from pipelines.tasks import get_task, task_names
+from pipelines.vocabulary import LABEL_KEYS, SERIES_CLASSES
 
 SMALL_DATA = "synthetic?reports=12&series=20"
 

@@ -13,7 +13,7 @@ from benchmarks.hardware import matmul_peak_flops, peak_rss_mb
 from benchmarks.reference import PaddingCounter, WholeSequenceCollator
 from benchmarks.throughput import main as throughput_main
 from pipelines.models import MODEL_PRESETS
-from pipelines.training_data import IGNORE_INDEX, ResponseOnlyCollator
+from pipelines.train.encoding import IGNORE_INDEX, ResponseOnlyCollator
 
 # Parameter counts of the published checkpoints (rounded), which the configs must reproduce.
 PUBLISHED_PARAMS = {"smollm2-135m": 134.5e6, "opt-350m": 331e6, "llama-3.2-1b": 1.236e9,

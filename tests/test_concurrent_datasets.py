@@ -13,7 +13,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 
-from pipelines import tracking
+from pipelines.runs import tracking
 
 WRITERS = 8
 

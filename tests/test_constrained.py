@@ -8,7 +8,8 @@ import random
 import pytest
 import torch
 
-from pipelines.constrained import (
+from pipelines.data.records import ReportRecord, SeriesRecord
+from pipelines.infer.constrained import (
     IncrementalBatch,
     TemplateError,
     _compile_by_pieces,
@@ -17,15 +18,14 @@ from pipelines.constrained import (
     decode_constrained,
     slot_logits,
 )
-from pipelines.data.records import ReportRecord, SeriesRecord
-from pipelines.evaluation import evaluate_task, input_text
-from pipelines.generation import complete
+from pipelines.infer.evaluation import evaluate_task, input_text
+from pipelines.infer.generation import complete
 from pipelines.models import load_model_and_tokenizer
 from pipelines.padding import pad_rows
-from pipelines.schema import LABEL_KEYS, SERIES_CLASSES
 from pipelines.tasks import get_task
 from pipelines.tasks.base import SlotChoices, format_prompt
-from pipelines.training_data import IGNORE_INDEX, encode_example
+from pipelines.train.encoding import IGNORE_INDEX, encode_example
+from pipelines.vocabulary import LABEL_KEYS, SERIES_CLASSES
 
 LABELING, HARMONIZATION = get_task("labeling"), get_task("harmonization")
 REPORTS = [

@@ -21,7 +21,7 @@ from pipelines.data.openi_csv import load_openi_csv
 from pipelines.data.openi_xml import load_openi_xml
 from pipelines.data.records import labels_from_findings
 from pipelines.data.sources import SourceSpec, load_data, parse_source_spec
-from pipelines.schema import CHEXPERT_LABELS, LABEL_KEYS, NO, YES
+from pipelines.vocabulary import CHEXPERT_LABELS, LABEL_KEYS, NO, YES
 
 HEADER = ["uid", "MeSH", "Problems", "image", "indication", "comparison", "findings", "impression"]
 # uid, MeSH, indication, comparison, findings, impression (Problems and image are filled in).

@@ -20,7 +20,7 @@ from pipelines.data.records import labels_from_findings
 from pipelines.data.series_table import load_series_table, normalize_class, series_id
 from pipelines.data.sources import SourceSpec
 from pipelines.data.tables import read_table, split_sheet
-from pipelines.schema import CHEXPERT_LABELS, SERIES_CLASSES
+from pipelines.vocabulary import CHEXPERT_LABELS, SERIES_CLASSES
 
 
 def labels(*positive: str) -> dict[str, str]:

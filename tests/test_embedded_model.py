@@ -8,7 +8,7 @@ import pytest
 
 from pipelines.config import FinetuneConfig
 from pipelines.models import load_model_and_tokenizer, resolve_model
-from pipelines.training import train
+from pipelines.train.recipe import train
 
 pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("embedded")]
 

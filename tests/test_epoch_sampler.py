@@ -5,7 +5,7 @@ import random
 
 import pytest
 
-from pipelines.epoch_sampler import EpochSeededLengthSampler
+from pipelines.train.sampler import EpochSeededLengthSampler
 
 
 def _dataset(n: int, seed: int = 0) -> list[dict]:

@@ -9,9 +9,10 @@ import mlflow
 import pytest
 from transformers import AutoModelForCausalLM
 
-from pipelines import finetune, preflight
+from pipelines import finetune
 from pipelines.config import FinetuneConfig
-from pipelines.training import build_lora_model
+from pipelines.train import preflight
+from pipelines.train.recipe import build_lora_model
 
 BASE = ["--tasks", "harmonization", "--data", "synthetic?reports=20&series=20", "--epochs", "1",
         "--checkpoint-epochs", "1", "--train-limit", "2", "--eval-limit", "2"]

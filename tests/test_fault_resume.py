@@ -35,7 +35,7 @@ from xdist_once import build_once
 
 from pipelines import finetune
 from pipelines.config import FinetuneConfig
-from pipelines.training import FinetuneResult, train
+from pipelines.train.recipe import FinetuneResult, train
 
 
 def _reference_run(root: Path, model_dir: Path, migrated_db: Path) -> tuple[FinetuneResult, dict, Path]:

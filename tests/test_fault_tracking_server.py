@@ -33,7 +33,7 @@ from fault_helpers import (
 )
 
 from pipelines import upload_outputs
-from pipelines.run_outputs import RunOutputs
+from pipelines.runs.outputs import RunOutputs
 
 EXPECTED_STEPS = {"train/loss": [1, 2, 3], "harmonization/accuracy": [2, 3], "harmonization/f1_macro": [2, 3],
                   "n_train/harmonization": [0], "model/trainable_params": [0], "perf/train_seconds": [0]}

@@ -8,8 +8,8 @@ import mlflow
 import pytest
 
 from pipelines.config import FinetuneConfig
-from pipelines.schema import LABEL_KEYS
-from pipelines.training import train
+from pipelines.train.recipe import train
+from pipelines.vocabulary import LABEL_KEYS
 
 DATA = "synthetic?reports=40&series=40&seed=1"
 ISSUE_PARAMS = ("model", "tasks", "data", "epochs", "checkpoint_epochs", "batch_size", "learning_rate",

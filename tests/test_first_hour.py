@@ -18,11 +18,12 @@ from mlflow_fixtures import fresh_store, log_demo_study
 
 from analysis.analyze import main as analyze_main
 from dashboards.__main__ import main as report_main
-from pipelines import evaluate, finetune, tracking
-from pipelines.harmonizing import base_model_name
-from pipelines.model_card import CardFacts, finish_adapter, render_card
+from pipelines import evaluate, finetune
+from pipelines.infer.model_evaluation import AdapterRef
+from pipelines.infer.series_harmonization import base_model_name
 from pipelines.models import preset_of
-from pipelines.scoring import AdapterRef
+from pipelines.runs import tracking
+from pipelines.serving.model_card import CardFacts, finish_adapter, render_card
 from pipelines.tasks import get_task
 
 DATA = "synthetic?reports=40&series=40&seed=1"

@@ -35,7 +35,7 @@ from pipelines.data.openi_xml import load_openi_xml
 from pipelines.data.records import DataBundle
 from pipelines.data.series_table import load_series_table, normalize_class
 from pipelines.data.sources import SourceSpec, parse_data_spec
-from pipelines.schema import CHEXPERT_LABELS, LABEL_KEYS, SERIES_CLASSES
+from pipelines.vocabulary import CHEXPERT_LABELS, LABEL_KEYS, SERIES_CLASSES
 
 # Generated cases per property (recorded in README's Tests table); no deadline: two shared cores.
 N_TABLE = 150  # per table loader (openi-csv, labeled-csv, series-table)

@@ -8,19 +8,31 @@ from __future__ import annotations
 
 import csv
 import json
+import shlex
 from pathlib import Path
 
 import mlflow
 import pytest
+import yaml
 from test_data_sources_tables import write_dicom
+from test_fuzz_cli import run_main
+from test_infer_loading import write_random_adapter
 
-from pipelines import harmonizing
-from pipelines.config import ConfigError, FinetuneConfig
+from pipelines.config import DECODINGS, ConfigError, FinetuneConfig
 from pipelines.data.errors import DataError
+from pipelines.data.examples import build_test_examples
+from pipelines.data.sources import load_data
+from pipelines.data.split import split_bundle
 from pipelines.harmonize import main, parse_args
-from pipelines.harmonizing import OUTPUT_COLUMNS, HarmonizeConfig, harmonize, mapping_rows, status_counts
-from pipelines.schema import SERIES_CLASSES
-from pipelines.training import train
+from pipelines.infer import series_harmonization as harmonizing
+from pipelines.infer.evaluation import answer_task, input_text
+from pipelines.infer.series_harmonization import OUTPUT_COLUMNS, HarmonizeConfig, harmonize, mapping_rows, status_counts
+from pipelines.models import load_model_and_tokenizer
+from pipelines.tasks.base import Example
+from pipelines.train.recipe import train
+from pipelines.vocabulary import SERIES_CLASSES
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +86,7 @@ def base_model_of(adapter_folder: Path) -> str:
 @pytest.fixture
 def fixed_output(monkeypatch):
     """Skip generation: every description gets the same raw output (input handling tests)."""
-    def classify(model, tokenizer, descriptions, batch_size):
+    def classify(model, tokenizer, descriptions, batch_size, decoding="constrained"):
         return ['{"x": "SWI"}'] * len(descriptions)
 
     monkeypatch.setattr(harmonizing, "classify", classify)
@@ -154,7 +166,7 @@ def test_malformed_output_is_a_counted_result():
 
 
 def test_command_line_reports_counts_of_unparseable_output(trained, pacs, tmp_path, monkeypatch, capsys):
-    def classify(model, tokenizer, descriptions, batch_size):
+    def classify(model, tokenizer, descriptions, batch_size, decoding="constrained"):
         return ["<garbage>"] * len(descriptions)
 
     monkeypatch.setattr(harmonizing, "classify", classify)
@@ -203,3 +215,117 @@ def test_bad_inputs_name_the_path_or_column(trained, tmp_path, capsys):
         harmonize(HarmonizeConfig(adapter="no-such-run", input=str(table), track=False))
     with pytest.raises(ConfigError, match="--adapter is required"):
         HarmonizeConfig(input=str(table))
+
+
+# ---------------------------------------------------------------- decoding: the path evaluation scores
+
+
+@pytest.fixture(scope="module")
+def random_adapter(tiny_model_dir, tmp_path_factory) -> Path:
+    """A random (non-zero) LoRA adapter folder on the tiny model: no fine-tune needed."""
+    return write_random_adapter(tiny_model_dir, tmp_path_factory.mktemp("harmonize-adapter") / "adapter")
+
+
+@pytest.fixture(scope="module")
+def series_examples() -> list[Example]:
+    """Harmonization test examples of the synthetic data, one per distinct description."""
+    bundle = load_data("synthetic?reports=40&series=40")
+    ids = {name: split.test for name, split in split_bundle(bundle, 0).items()}
+    examples = build_test_examples(bundle, ids, ("harmonization",), 6)["harmonization"]
+    distinct: dict[str, Example] = {}
+    for example in examples:
+        distinct.setdefault(input_text(example.prompt), example)
+    return list(distinct.values())
+
+
+def evaluation_answers(base_dir: Path, adapter: Path, examples: list[Example], decoding: str) -> list[str]:
+    """What evaluation answers (answer_task), the adapter applied by hand with peft."""
+    from peft import PeftModel
+
+    model, tokenizer = load_model_and_tokenizer(base_dir, "fp32", "cpu")
+    model = PeftModel.from_pretrained(model, adapter)
+    return answer_task(model, tokenizer, "harmonization", examples, decoding=decoding)
+
+
+def description_table(folder: Path, descriptions: list[str]) -> Path:
+    path = folder / "descriptions.csv"
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["description"])
+        writer.writerows([d] for d in descriptions)
+    return path
+
+
+@pytest.mark.parametrize("decoding", DECODINGS)
+def test_answers_are_evaluations_for_the_same_adapter_and_descriptions(tiny_model_dir, random_adapter,
+                                                                      series_examples, tmp_path, monkeypatch,
+                                                                      decoding):
+    monkeypatch.chdir(tmp_path)
+    descriptions = [input_text(e.prompt) for e in series_examples]
+    assert len(descriptions) >= 3
+    options = {} if decoding == "constrained" else {"decoding": decoding}  # constrained: the default
+    table = description_table(tmp_path, descriptions)
+    result = harmonize(HarmonizeConfig(adapter=str(random_adapter), input=str(table), output=str(tmp_path / "map.csv"),
+                                       device="cpu", precision="fp32", track=False, **options))
+    assert [r["description"] for r in result.rows] == descriptions
+    assert [r["raw_output"] for r in result.rows] == evaluation_answers(tiny_model_dir, random_adapter,
+                                                                         series_examples, decoding)
+    if decoding == "constrained":  # always one of the task's valid answers, as evaluation scores it
+        assert result.counts == {"ok": len(descriptions), "partial": 0, "failed": 0}
+        assert all(json.loads(str(r["raw_output"])) == {r["description"]: r["class"]} for r in result.rows)
+
+
+def test_the_run_logs_the_decoding_it_used(random_adapter, store, tmp_path):
+    table = description_table(tmp_path, ["AX T2 FLAIR", "DWI TRACE"])
+    default = harmonize(HarmonizeConfig(adapter=str(random_adapter), input=str(table),
+                                        output=str(tmp_path / "default.csv"), device="cpu"))
+    assert mlflow.get_run(default.run_id).data.params["decoding"] == "constrained"
+    assert main(["--adapter", str(random_adapter), "--input", str(table), "--output", str(tmp_path / "free.csv"),
+                 "--device", "cpu", "--decoding", "free", "--run-name", "free-run"]) == 0
+    runs = mlflow.search_runs(experiment_names=["clinical-slm"], filter_string="tags.role = 'harmonize'",
+                              output_format="list")
+    decodings = {r.info.run_name: r.data.params["decoding"] for r in runs}
+    assert decodings["free-run"] == "free" and len(decodings) == 2
+    assert set(decodings.values()) == set(DECODINGS)
+
+
+def test_an_invalid_decoding_is_refused_in_one_line_naming_the_option(tmp_path):
+    code, err = run_main(main, ["--adapter", "a", "--input", "b", "--decoding", "greedy"])
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "--decoding" in err, err
+    config_file = tmp_path / "harmonize.yaml"
+    config_file.write_text("adapter: a\ninput: b\ndecoding: beam\n")
+    code, err = run_main(main, ["--config", str(config_file)])
+    assert code == 2 and err == "error: --decoding must be one of ('constrained', 'free'), got 'beam'\n", err
+    with pytest.raises(ConfigError, match="^--decoding must be one of"):
+        HarmonizeConfig(adapter="a", input="b", decoding="greedy")
+    with pytest.raises(ConfigError, match="^--decoding must be one of"):
+        harmonizing.classify(None, None, ["AX T1"], 1, decoding="greedy")
+
+
+def test_every_option_and_the_mlproject_entry_keep_working():
+    argv = ["--adapter", "a", "--input", "b", "--column", "c", "--output", "o.csv", "--epoch", "2", "--model", "m",
+            "--batch-size", "4", "--device", "cpu", "--precision", "fp32", "--no-track", "--study", "s",
+            "--experiment", "e", "--run-name", "r", "--decoding", "free"]
+    assert parse_args(argv) == HarmonizeConfig(
+        adapter="a", input="b", column="c", output="o.csv", epoch=2, model="m", batch_size=4, device="cpu",
+        precision="fp32", track=False, study="s", experiment="e", run_name="r", decoding="free")
+    defaults = parse_args(["--adapter", "a", "--input", "b"])
+    assert defaults == HarmonizeConfig(adapter="a", input="b") and defaults.decoding == "constrained"
+    assert (defaults.batch_size, defaults.epoch, defaults.track, defaults.study, defaults.experiment) == \
+        (16, 0, True, "default", "clinical-slm")
+    assert parse_args(["--adapter", "a", "--input", "b", "--study-tag", "t", "--track", "false"]).study == "t"
+
+    entry = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"]["harmonize"]
+    assert entry["parameters"]["decoding"]["default"] == "constrained"
+    values = {name: param.get("default", "") for name, param in entry["parameters"].items()}
+
+    def mlflow_argv(**given: str) -> list[str]:
+        """The command `mlflow run -e harmonize` runs (parameters shell-quoted), after `python -m ...`."""
+        words = shlex.split(entry["command"].format(**{k: shlex.quote(str(v)) for k, v in {**values, **given}.items()}))
+        assert words[:3] == ["python", "-m", "pipelines.harmonize"]
+        return words[3:]
+
+    assert parse_args(mlflow_argv(adapter="run-id", input="/data/pacs")) == \
+        HarmonizeConfig(adapter="run-id", input="/data/pacs")
+    assert parse_args(mlflow_argv(adapter="run-id", input="/data/pacs", decoding="free", epoch="3")) == \
+        HarmonizeConfig(adapter="run-id", input="/data/pacs", decoding="free", epoch=3)

@@ -37,7 +37,7 @@ from mlflow_fixtures import (
 from mlflow_server import mlflow_server
 
 from analysis import analyze
-from pipelines.schema import LABEL_KEYS
+from pipelines.vocabulary import LABEL_KEYS
 
 MODELS = (REFERENCE_MODEL, "opt-350m", "phi-4-mini", "llama-3.2-1b", "qwen3-4b")
 SEEDS = ("42", "43", "44", "45", "46")

@@ -36,9 +36,9 @@ from xdist_once import build_once
 
 from pipelines import evaluate, sweep
 from pipelines.config import FinetuneConfig
-from pipelines.distributed import per_device_batch, shard, unshard
 from pipelines.studies.spec import load_study
-from pipelines.training import train
+from pipelines.train.distributed import per_device_batch, shard, unshard
+from pipelines.train.recipe import train
 
 # 12 examples, effective batch 2: 6 optimizer steps an epoch, one example per rank and step.
 EXTRA = {"batch_size": 2, "train_limit": 12}
@@ -266,7 +266,7 @@ def test_each_step_trains_the_same_examples_whatever_the_number_of_processes(pro
     from accelerate.data_loader import BatchSamplerShard
     from torch.utils.data import BatchSampler
 
-    from pipelines.epoch_sampler import EpochSeededLengthSampler
+    from pipelines.train.sampler import EpochSeededLengthSampler
 
     data = [{"input_ids": [0] * (7 * i % 23 + 1)} for i in range(24)]
     effective = per_device * accumulation * processes

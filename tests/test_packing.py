@@ -13,8 +13,14 @@ from transformers import AutoModelForCausalLM
 
 from benchmarks.architectures import ARCHITECTURES, architecture_config
 from pipelines.models import MODEL_PRESETS
-from pipelines.packing import PACKED_ATTENTION, PackingCollator, packed_attention, supports_packing, training_collator
-from pipelines.training_data import IGNORE_INDEX, ResponseOnlyCollator
+from pipelines.train.encoding import IGNORE_INDEX, ResponseOnlyCollator
+from pipelines.train.packing import (
+    PACKED_ATTENTION,
+    PackingCollator,
+    packed_attention,
+    supports_packing,
+    training_collator,
+)
 
 SMALL = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
          "intermediate_size": 128, "vocab_size": 300}

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipelines.data.records import ReportRecord, SeriesRecord
-from pipelines.schema import LABEL_KEYS, NO, SERIES_CLASSES, YES
 from pipelines.tasks import get_task, task_names
 from pipelines.tasks.base import Parsed
 from pipelines.tasks.json_output import extract_json_object
+from pipelines.vocabulary import LABEL_KEYS, NO, SERIES_CLASSES, YES
 
 # 300 generated cases per property (and per task where parametrized); no deadline because the
 # two shared CPU cores make per-example timing noisy, and the first ROUGE call imports nltk.

@@ -16,7 +16,7 @@ import pytest
 
 from pipelines.data.series_table import load_series_table
 from pipelines.data.sources import SourceSpec, load_data
-from pipelines.schema import SERIES_CLASSES
+from pipelines.vocabulary import SERIES_CLASSES
 
 REAL_SET = Path(__file__).parent / "data" / "real_series_descriptions.csv"
 SPLIT_SEED = 14  # documented in docs/series_description_rules.md; never change it

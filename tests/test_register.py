@@ -11,11 +11,11 @@ import mlflow
 import pytest
 from mlflow.exceptions import MlflowException
 
-from pipelines import assistant_model
-from pipelines.assistant_model import answer, request_rows, task_input, validate_row
 from pipelines.config import ConfigError
-from pipelines.registration import RegisterConfig, pip_requirements, select_checkpoint, signature
-from pipelines.schema import LABEL_KEYS
+from pipelines.serving import assistant_model
+from pipelines.serving.assistant_model import answer, request_rows, task_input, validate_row
+from pipelines.serving.registration import RegisterConfig, pip_requirements, select_checkpoint, signature
+from pipelines.vocabulary import LABEL_KEYS
 
 ALL_TASKS = ("labeling", "harmonization", "impression")
 EXPERIMENT = "clinical-slm"
@@ -174,7 +174,7 @@ def test_impression_requests_lose_their_impression_section():
 
 
 def stub_complete(calls: list):
-    """A stand-in for pipelines.generation.complete that answers each task's prompts by directive."""
+    """A stand-in for pipelines.infer.generation.complete that answers each task's prompts by directive."""
     labels = json.dumps(dict.fromkeys(LABEL_KEYS, "No") | {"Edema": "Yes"})
     replies = {"Report CXR diagnosis.": labels, "Harmonize sequence name.": '{"ax flair": "flair"}',
                "Generate the impression from the findings.": "IMPRESSION: No acute disease."}
@@ -190,7 +190,7 @@ def stub_complete(calls: list):
 
 def test_answer_groups_by_task_keeps_order_and_formats_outputs(monkeypatch):
     calls: list = []
-    monkeypatch.setattr("pipelines.generation.complete", stub_complete(calls))
+    monkeypatch.setattr("pipelines.infer.generation.complete", stub_complete(calls))
     request = [
         {"task": "impression", "text": "FINDINGS: Clear."},
         {"task": "labeling", "text": "FINDINGS: Edema."},
@@ -217,7 +217,7 @@ def test_max_new_tokens_caps_each_tasks_budget(monkeypatch):
     from pipelines.tasks import get_task
 
     calls: list = []
-    monkeypatch.setattr("pipelines.generation.complete", stub_complete(calls))
+    monkeypatch.setattr("pipelines.infer.generation.complete", stub_complete(calls))
     answer(None, None, [{"task": t, "text": "x"} for t in ALL_TASKS], ALL_TASKS)
     assert [c[2] for c in calls] == [get_task(t).max_new_tokens for t in ALL_TASKS]
     calls.clear()
@@ -227,7 +227,7 @@ def test_max_new_tokens_caps_each_tasks_budget(monkeypatch):
 
 def test_pyfunc_predict_applies_the_models_and_the_requests_caps(monkeypatch):
     calls: list = []
-    monkeypatch.setattr("pipelines.generation.complete", stub_complete(calls))
+    monkeypatch.setattr("pipelines.infer.generation.complete", stub_complete(calls))
     assistant = assistant_model.ClinicalAssistant()
     assistant.model = assistant.tokenizer = None
     assistant.served, assistant.batch_size, assistant.max_seq_length = ALL_TASKS, 8, 640

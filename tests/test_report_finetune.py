@@ -9,7 +9,7 @@ from report_browser import external_sources
 
 from dashboards.__main__ import main
 from pipelines.config import FinetuneConfig
-from pipelines.training import train
+from pipelines.train.recipe import train
 
 DATA = "synthetic?reports=40&series=40"
 

@@ -22,9 +22,9 @@ from pipelines.baselines.rules import (
 from pipelines.config import ConfigError
 from pipelines.data.sources import load_data
 from pipelines.data.split import split_bundle
-from pipelines.schema import CHEXPERT_LABELS, LABEL_KEYS, NO, YES
 from pipelines.tasks import get_task
 from pipelines.tasks.base import Example
+from pipelines.vocabulary import CHEXPERT_LABELS, LABEL_KEYS, NO, YES
 
 SMALL_DATA = "synthetic?reports=60&series=40"
 OPENI_CSV = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "indiana_reports.csv"

@@ -179,7 +179,7 @@ def test_mlflow_telemetry_stays_off_unless_enabled_on_purpose(tmp_path) -> None:
 def guarded_finetune(tiny_model_dir, tmp_path_factory, migrated_db):
     """A default-style fine-tune of the tiny model (local SQLite store) with the socket guard on."""
     from pipelines.config import FinetuneConfig
-    from pipelines.training import train
+    from pipelines.train.recipe import train
 
     root = tmp_path_factory.mktemp("offline-finetune")
     shutil.copy(migrated_db, root / "mlflow.db")

@@ -25,7 +25,7 @@ from xdist_once import build_once
 
 from pipelines.config import FinetuneConfig
 from pipelines.register import main as register_main
-from pipelines.training import train
+from pipelines.train.recipe import train
 
 TASKS = ("labeling", "harmonization", "impression")
 MALFORMED = [{"task": "radiology", "text": "FINDINGS: Clear lungs."}, {"task": "impression", "text": ""},

@@ -24,7 +24,7 @@ from test_data_sources import ecgen_folder, indiana_csv
 
 from pipelines.config import FinetuneConfig
 from pipelines.data.split import split_ids
-from pipelines.schema import CHEXPERT_LABELS
+from pipelines.vocabulary import CHEXPERT_LABELS
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPERIMENT = "sources"

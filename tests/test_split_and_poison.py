@@ -8,7 +8,7 @@ import pytest
 from pipelines.data.poison import poison_reports, poisoned_labels
 from pipelines.data.records import DataBundle, ReportRecord, SeriesRecord, labels_from_findings
 from pipelines.data.split import load_manifest, manifest, split_bundle, split_ids
-from pipelines.schema import LABEL_KEYS
+from pipelines.vocabulary import LABEL_KEYS
 
 
 def _report(i: int, positive: set[str]) -> ReportRecord:

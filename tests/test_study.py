@@ -231,19 +231,86 @@ def test_plan_never_prints_a_password_given_in_the_endpoint_url(store, tmp_path,
     assert "https://team:***@llm.example.org/v1" in out and "s3cret-pass" not in out
 
 
-def test_post_steps_call_the_analysis_with_the_baselines_and_skip_what_is_missing(tmp_path, monkeypatch):
-    study = load_study(fake_study(tmp_path, 1))
+def fake_analysis(monkeypatch, log_run: bool = False) -> list:
+    """Stand in for the analysis job in post_study: records each (config, out_dir, active run) it is
+    given; its 'publish' writes no tables and logs a real role=analysis run only when `log_run`."""
+    import analysis.job
+    from analysis.outputs import log_analysis_run
+
     calls = []
 
-    class Done:
-        returncode, stdout, stderr = 0, "3 runs analyzed\ntables: x", ""
+    class Result:
+        runs, reference = ["a", "b", "c"], type("Reference", (), {"run_id": "reference-id"})
 
-    monkeypatch.setattr(study_runner.subprocess, "run", lambda cmd, **kw: calls.append(cmd) or Done())
-    monkeypatch.setattr(study_runner, "module_available", lambda name: name == study_runner.ANALYSIS_MODULE)
+    def run_analysis(config, client=None):
+        calls.append({"config": config, "active": mlflow.active_run(), "uri": client.tracking_uri})
+        return Result()
+
+    def publish(result, out_dir, log_to_mlflow=True, experiment=None):
+        calls[-1]["out_dir"] = out_dir
+        if not log_run:
+            return None
+        out_dir.mkdir(parents=True, exist_ok=True)
+        experiment_id = mlflow.get_experiment_by_name(experiment or "Default").experiment_id
+        return log_analysis_run(out_dir, {}, {}, experiment_id, "fake")
+
+    monkeypatch.setattr(analysis.job, "run_analysis", run_analysis)
+    monkeypatch.setattr(analysis.job, "publish", publish)
+    return calls
+
+
+def test_post_steps_call_the_analysis_with_the_baselines_and_skip_the_report_without_tables(
+        store, tmp_path, monkeypatch):
+    study = load_study(fake_study(tmp_path, 1))
+    calls = fake_analysis(monkeypatch)
     notes = post_study(study, ["baseline-run-id"])
-    assert calls[0][1:5] == ["-m", "analysis.analyze", "--experiment", study.experiment]
-    assert ["--study", "fake"] == calls[0][5:7] and "baseline-run-id" in calls[0]
+    config = calls[0]["config"]
+    assert (config.selection.experiment, config.selection.study) == (study.experiment, "fake")
+    assert config.include == ("baseline-run-id",) and calls[0]["uri"] == store
+    assert calls[0]["out_dir"] == Path("outputs") / "studies" / "fake" / "analysis"
     assert notes[0].startswith("analysis: done") and "report: skipped" in notes[1]
+    assert "3 runs analyzed against reference reference-id" in notes[0] and "analysis run" not in notes[0]
+
+
+def test_post_steps_log_their_own_runs_beside_an_active_study_run(store, tmp_path, monkeypatch):
+    """Under `mlflow run` the study's own run is active: the analysis does not see it and logs a run
+    of its own (as it did as a subprocess); the study's run stays active."""
+    study = load_study(write_study(tmp_path, {"name": "fake", "analysis": {"args": ["--log-experiment", "Default"]},
+                                              "runs": [{"name": "run-0"}]}))
+    calls = fake_analysis(monkeypatch, log_run=True)
+    monkeypatch.setattr("dashboards.report.report_from_tables", lambda *a, **kw: (_ for _ in ()).throw(
+        FileNotFoundError("summary.json")))
+    with mlflow.start_run(experiment_id="0") as outer:  # Default
+        notes = post_study(study, [])
+        assert mlflow.active_run().info.run_id == outer.info.run_id
+    assert calls[0]["active"] is None
+    analysis_run = notes[0].rsplit("analysis run: ", 1)[-1]
+    assert notes[0].startswith("analysis: done") and analysis_run != outer.info.run_id
+    run = MlflowClient().get_run(analysis_run)
+    assert run.data.tags["role"] == "analysis" and run.info.status == "FINISHED"
+    assert notes[1] == "report: failed: FileNotFoundError: summary.json"
+
+
+def test_a_failing_post_step_only_warns_in_one_line(store, tmp_path, monkeypatch, caplog):
+    import analysis.job
+    from analysis.runs import SelectionError
+
+    def no_runs(config, client=None):
+        raise SelectionError("no runs match\n  'tags.study = fake'")
+
+    monkeypatch.setattr(analysis.job, "run_analysis", no_runs)
+    study = load_study(fake_study(tmp_path, 1))
+    with caplog.at_level("INFO", logger=study_runner.__name__):
+        notes = post_study(study, [])
+    assert notes == ["analysis: failed: SelectionError: no runs match 'tags.study = fake'",
+                     "report: skipped (no analysis tables)"]
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [f"study fake: {notes[0]}"]
+
+    # bad arguments in the study file: a failed step, not the study's exit
+    study.analysis_args = ["--no-such-option"]
+    notes = post_study(study, [])
+    assert notes[0].startswith("analysis: failed: ValueError: unrecognized arguments: --no-such-option")
 
 
 # ---------------------------------------------------------------- a tiny real study

@@ -20,7 +20,7 @@ from optuna.trial import TrialState
 from xdist_once import build_once
 
 from pipelines import finetune, sweep
-from pipelines.sweep_storage import StaleTrialHandler, StorageOptions, open_storage
+from pipelines.sweeps.storage import StaleTrialHandler, StorageOptions, open_storage
 
 SPACE = {
     "objective": {"metrics": ["harmonization/accuracy"], "direction": "maximize"},

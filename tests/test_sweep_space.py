@@ -14,10 +14,11 @@ from optuna.trial import TrialState
 from pipelines import finetune, sweep
 from pipelines.redaction import redact_url
 from pipelines.registry import UnknownNameError
-from pipelines.samplers_and_pruners import build_pruner, build_sampler
-from pipelines.search_space import Objective, ObjectiveMetricMissing, SweepSpaceError, load_space, parse_space
-from pipelines.sweep_report import rerun_command, write_figures
-from pipelines.sweep_storage import (
+from pipelines.sweeps.report import rerun_command, write_figures
+from pipelines.sweeps.runner import SweepOptions, open_study
+from pipelines.sweeps.samplers import build_pruner, build_sampler
+from pipelines.sweeps.space import Objective, ObjectiveMetricMissing, SweepSpaceError, load_space, parse_space
+from pipelines.sweeps.storage import (
     StaleTrialHandler,
     StorageOptions,
     fail_stale_trials,
@@ -25,7 +26,6 @@ from pipelines.sweep_storage import (
     process_alive,
     storage_kind,
 )
-from pipelines.sweeping import SweepOptions, open_study
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = sorted((ROOT / "sweeps").glob("**/*.yaml"))

@@ -18,7 +18,7 @@ from pipelines.data.sources import load_data
 from pipelines.data.synthetic import DEFAULT_REPORTS, DEFAULT_SERIES
 from pipelines.data.synthetic_cxr import generate_reports
 from pipelines.data.synthetic_mri import generate_series, series_capacity
-from pipelines.schema import CHEXPERT_LABELS, LABEL_KEYS, NO, PATHOLOGY_LABELS, SERIES_CLASSES, YES
+from pipelines.vocabulary import CHEXPERT_LABELS, LABEL_KEYS, NO, PATHOLOGY_LABELS, SERIES_CLASSES, YES
 
 NEGATION = re.compile(r"\b(no|without|not|negative for|free of|resolution of)\b", re.IGNORECASE)
 

@@ -11,12 +11,12 @@ from sklearn.metrics import f1_score
 
 from pipelines.data.records import ReportRecord, SeriesRecord, labels_from_findings
 from pipelines.registry import UnknownNameError
-from pipelines.schema import LABEL_KEYS, NO, SERIES_CLASSES, YES
 from pipelines.tasks import get_task, parse_task_list, task_names
 from pipelines.tasks.base import RESPONSE_MARKER, Parsed, Task
 from pipelines.tasks.harmonization import normalize_class
 from pipelines.tasks.json_output import extract_json_object
 from pipelines.tasks.metrics import macro_f1, precision_recall_f1
+from pipelines.vocabulary import LABEL_KEYS, NO, SERIES_CLASSES, YES
 
 LABELING, HARMONIZATION, IMPRESSION = (get_task(n) for n in ("labeling", "harmonization", "impression"))
 

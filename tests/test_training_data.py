@@ -1,10 +1,10 @@
 """Response-only loss masking, prompt truncation and the padding collator."""
 from __future__ import annotations
 
-import pipelines.generation as generation
+import pipelines.infer.generation as generation
 from pipelines.tasks import get_task
 from pipelines.tasks.base import Example, format_prompt
-from pipelines.training_data import (
+from pipelines.train.encoding import (
     IGNORE_INDEX,
     ResponseOnlyCollator,
     encode_example,

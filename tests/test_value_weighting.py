@@ -7,11 +7,11 @@ import torch
 from pipelines.config import ConfigError, FinetuneConfig
 from pipelines.data.records import ReportRecord, SeriesRecord
 from pipelines.models import load_model_and_tokenizer
-from pipelines.packing import PackingCollator
-from pipelines.schema import LABEL_KEYS
 from pipelines.tasks import get_task
-from pipelines.training_data import IGNORE_INDEX, TOKEN_WEIGHTS, ResponseOnlyCollator, encode_example
-from pipelines.value_weighting import add_value_weights, weighted_lm_loss
+from pipelines.train.encoding import IGNORE_INDEX, TOKEN_WEIGHTS, ResponseOnlyCollator, encode_example
+from pipelines.train.packing import PackingCollator
+from pipelines.train.value_weighting import add_value_weights, weighted_lm_loss
+from pipelines.vocabulary import LABEL_KEYS
 
 LABELING, HARMONIZATION = get_task("labeling"), get_task("harmonization")
 

@@ -29,8 +29,8 @@ from analysis.tasks.base import (
     parse_fail_rate,
     sorted_records,
 )
-from pipelines.schema import SERIES_CLASSES
 from pipelines.tasks.metrics import macro_f1
+from pipelines.vocabulary import SERIES_CLASSES
 
 INVALID = "(invalid)"
 

@@ -29,8 +29,8 @@ from analysis.tasks.base import (
     parse_fail_rate,
     sorted_records,
 )
-from pipelines.schema import LABEL_KEYS, NO, YES
 from pipelines.tasks.metrics import macro_f1, precision_recall_f1
+from pipelines.vocabulary import LABEL_KEYS, NO, YES
 
 # summary column -> macro average (pipelines.tasks.metrics.MACRO_AVERAGES)
 MACRO_COLUMNS: dict[str, str] = {"f1_macro": "all", "f1_macro_supported": "supported"}

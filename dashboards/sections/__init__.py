@@ -5,6 +5,7 @@ places it in the report, so adding a section is one new module plus its import h
 """
 
 from dashboards.sections import (  # noqa: F401  (imported to register the builders)
+    generic,
     harmonization,
     impression,
     labeling,
@@ -23,4 +24,10 @@ from dashboards.sections.base import (
     ordered_sections,
 )
 
-__all__ = ["SECTIONS", "FigureItem", "ReportContext", "Section", "SectionSpec", "ordered_sections"]
+__all__ = ["SECTIONS", "FigureItem", "ReportContext", "Section", "SectionSpec", "ordered_sections", "report_sections"]
+
+
+def report_sections(ctx: ReportContext) -> list[SectionSpec]:
+    """The sections of one report, in order: every registered one, and a generic one per task
+    that has none of its own (dashboards.sections.generic)."""
+    return sorted([*ordered_sections(), *generic.task_sections(ctx)], key=lambda spec: spec.order)

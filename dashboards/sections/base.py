@@ -13,6 +13,7 @@ from dashboards.options import ReportOptions
 from dashboards.paper import Published, published_for
 from dashboards.runs import RunCatalog
 from pipelines.registry import Registry
+from pipelines.tasks import TASKS, get_task
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,14 @@ class Section:
     def empty(cls, note: str) -> Section:
         return cls(note=note)
 
+    @classmethod
+    def no_predictions(cls, task: str) -> Section:
+        """The note of a task section when the analysis scored no run on that task."""
+        return cls(note=f"No {task} predictions in this analysis.")
 
-# What one test example of each task is, for "n = ..." in captions.
-EXAMPLE_UNITS = {"labeling": "reports", "harmonization": "series descriptions", "impression": "reports"}
+
+# What one test example is, by the dataset a task reads, for "n = ..." in captions.
+EXAMPLE_UNITS = {"reports": "reports", "series": "series descriptions"}
 
 
 @dataclass
@@ -54,6 +60,11 @@ class ReportContext:
         frame = self.inputs.tables.get(name)
         return frame if frame is not None and not frame.empty else None
 
+    def task_tables(self, task: str, *names: str) -> list[pd.DataFrame] | None:
+        """The analysis tables `<task>_<name>` for each of `names`, or None when one is missing."""
+        frames = [self.table(f"{task}_{name}") for name in names]
+        return None if any(frame is None for frame in frames) else frames
+
     @property
     def alpha(self) -> float:
         return self.inputs.alpha
@@ -67,7 +78,8 @@ class ReportContext:
         if not sizes:
             return ""
         count = str(sizes[0]) if len(sizes) == 1 else f"{sizes[0]}-{sizes[-1]}"
-        return f"{count} test {EXAMPLE_UNITS.get(task, 'examples')}"
+        dataset = get_task(task).dataset if task in TASKS else ""
+        return f"{count} test {EXAMPLE_UNITS.get(dataset, 'examples')}"
 
     def n_text(self, *tasks: str) -> str:
         """"n = 20 test reports" for one task; "n = 20 test reports (labeling), ..." for several."""
@@ -94,7 +106,7 @@ class ReportContext:
 class SectionSpec:
     key: str  # anchor and file-name prefix
     title: str
-    order: int  # position in the report
+    order: float  # position in the report
     build: Callable[[ReportContext], Section]
 
 

@@ -13,9 +13,10 @@ INVALID = "(invalid)"
 
 @section("harmonization", "Harmonization: accuracy and confusion", order=3)
 def build(ctx: ReportContext) -> Section:
-    summary = ctx.table("harmonization_summary")
-    if summary is None:
-        return Section.empty("No harmonization predictions in this analysis.")
+    tables = ctx.task_tables("harmonization", "summary")
+    if tables is None:
+        return Section.no_predictions("harmonization")
+    (summary,) = tables
     figures = [accuracy_figure(ctx, summary)]
     confusion = ctx.table("harmonization_confusion")
     if confusion is not None:

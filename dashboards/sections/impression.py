@@ -25,9 +25,10 @@ MAX_TEXT = 400  # characters of an impression shown in the examples table
 
 @section("impression", "Impressions: BLEU and ROUGE", order=4)
 def build(ctx: ReportContext) -> Section:
-    per_example, summary = ctx.table("impression_per_example"), ctx.table("impression_summary")
-    if per_example is None or summary is None:
-        return Section.empty("No impression predictions in this analysis.")
+    tables = ctx.task_tables("impression", "per_example", "summary")
+    if tables is None:
+        return Section.no_predictions("impression")
+    per_example, summary = tables
     figures = [distribution_figure(ctx, per_example, summary)]
     tests = ctx.table("impression_paired_tests")
     notes = []

@@ -39,9 +39,10 @@ def shown_runs(ctx: ReportContext, summary: pd.DataFrame) -> tuple[list, str]:
 
 @section("labeling", "Labeling: per-label F1 and McNemar tests", order=2)
 def build(ctx: ReportContext) -> Section:
-    per_label, summary = ctx.table("labeling_per_label"), ctx.table("labeling_summary")
-    if per_label is None or summary is None:
-        return Section.empty("No labeling predictions in this analysis.")
+    tables = ctx.task_tables("labeling", "per_label", "summary")
+    if tables is None:
+        return Section.no_predictions("labeling")
+    per_label, summary = tables
     figures = [per_label_figure(ctx, per_label, summary)]
     mcnemar = ctx.table("labeling_mcnemar")
     note, blocks = "", []

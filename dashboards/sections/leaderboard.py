@@ -23,38 +23,38 @@ from dashboards.style import (
     layout,
     runs_height,
 )
+from pipelines.tasks import get_task, headline_metric_keys, task_names
 
-# (task, column, table header, higher is better, number format)
-COLUMNS: tuple[tuple[str, str, str, bool, str], ...] = (
-    ("labeling", "f1_macro", "Labeling macro F1, 14 labels (paper) [CI]", True, ".3f"),
-    ("labeling", "f1_macro_supported", "Labeling macro F1, labels present [CI]", True, ".3f"),
-    ("labeling", "parse_fail_rate", "Labeling parse fails", False, ".0%"),
-    ("harmonization", "accuracy", "Harmonization accuracy [CI]", True, ".3f"),
-    ("harmonization", "f1_macro", "Harmonization macro F1 [CI]", True, ".3f"),
-    ("harmonization", "parse_fail_rate", "Harmonization parse fails", False, ".0%"),
-    ("impression", "bleu", "Impression BLEU [CI]", True, ".1f"),
-    ("impression", "rougeL", "Impression ROUGE-L", True, ".3f"),
-    ("impression", "parse_fail_rate", "Impression parse fails", False, ".0%"),
-)
-TASKS = ("labeling", "harmonization", "impression")
-# charted column -> (panel title, axis title with units, axis range)
-CHARTED = {
-    "labeling/f1_macro": ("Labeling: macro F1", "macro F1 (0-1)", [0, 1.05]),
-    "labeling/f1_macro_supported": ("Labeling: macro F1, labels present", "macro F1 (0-1)", [0, 1.05]),
-    "harmonization/accuracy": ("Harmonization: accuracy", "accuracy (0-1)", [0, 1.05]),
-    "impression/bleu": ("Impression: BLEU", "corpus BLEU (0-100)", [0, 105]),
-    "impression/rougeL": ("Impression: ROUGE-L", "mean ROUGE-L (0-1)", [0, 1.05]),
-}
+Column = tuple[str, str, str, bool, str]  # (task, column, table header, higher is better, number format)
+
+
+def leaderboard_columns() -> tuple[Column, ...]:
+    """The table's columns: every registered task's leaderboard metrics (pipelines.tasks), in order."""
+    return tuple((task, m.name, f"{get_task(task).title} {m.label}", m.higher_is_better, m.format)
+                 for task in task_names() for m in get_task(task).reported_metrics if m.in_leaderboard)
+
+
+def charted() -> dict[str, tuple[str, str, list[float]]]:
+    """Charted `task/metric` -> (panel title, axis title with its scale, axis range): the headline metrics."""
+    out = {}
+    for key in headline_metric_keys():
+        task, name = key.split("/", 1)
+        metric = get_task(task).metric(name)
+        low, high = metric.scale
+        out[key] = (f"{get_task(task).title}: {metric.label}", f"{metric.label} ({low:g}-{high:g})",
+                    [low, high * 1.05])
+    return out
 
 
 def headline_frame(ctx: ReportContext) -> pd.DataFrame:
     """One row per run (index run_id), one column per `task/column` of COLUMNS (NaN: not scored)."""
     frame = pd.DataFrame()
-    for task in TASKS:
+    columns = leaderboard_columns()
+    for task in task_names():
         summary = ctx.table(f"{task}_summary")
         if summary is None:
             continue
-        wanted = [c for t, c, *_ in COLUMNS if t == task and c in summary]
+        wanted = [c for t, c, *_ in columns if t == task and c in summary]
         extra = [c for c in ("ci_low", "ci_high") if task == "harmonization" and c in summary]
         extra += [f"{c}_{end}" for c in wanted for end in ("boot_low", "boot_high") if f"{c}_{end}" in summary]
         part = summary.drop_duplicates("run_id").set_index("run_id")[wanted + extra]
@@ -66,7 +66,7 @@ def headline_frame(ctx: ReportContext) -> pd.DataFrame:
 def best_runs(frame: pd.DataFrame) -> dict[str, set[str]]:
     """column -> run ids holding its best value (ties all marked; none when every run ties)."""
     best = {}
-    for task, column, _, higher, _ in COLUMNS:
+    for task, column, _, higher, _ in leaderboard_columns():
         key = f"{task}/{column}"
         if key not in frame or frame[key].dropna().nunique() < 2:
             continue
@@ -82,18 +82,19 @@ def build(ctx: ReportContext) -> Section:
         return Section.empty("No task summary in this analysis: no run was scored on any task.")
     runs = ctx.runs.ordered(frame.index)
     best = best_runs(frame)
-    charted = [key for key in CHARTED if key in frame and frame[key].notna().any()]
+    panels = charted()
+    shown = [key for key in panels if key in frame and frame[key].notna().any()]
     fig = make_subplots(
         rows=1,
-        cols=len(charted),
+        cols=len(shown),
         shared_yaxes=True,
-        subplot_titles=[CHARTED[k][0] for k in charted],
+        subplot_titles=[panels[k][0] for k in shown],
         horizontal_spacing=0.03,
     )
     lines, drawn = [], []
-    for col, key in enumerate(charted, start=1):
+    for col, key in enumerate(shown, start=1):
         task, column = key.split("/")
-        fmt = next(f for tk, c, _, _, f in COLUMNS if f"{tk}/{c}" == key)
+        fmt = get_task(task).metric(column).format
         values = [frame.at[r.run_id, key] for r in runs]
         marks = ["★ " if r.run_id in best.get(key, ()) else "" for r in runs]
         fig.add_trace(
@@ -106,7 +107,7 @@ def build(ctx: ReportContext) -> Section:
                     "line": {"color": ["#222" if m else "rgba(0,0,0,0)" for m in marks], "width": 2},
                 },
                 text=[m + (format(v, fmt) if _finite(v) else "not scored") for m, v in zip(marks, values, strict=True)],
-                textposition=bar_text_positions(values, CHARTED[key][2][1]),
+                textposition=bar_text_positions(values, panels[key][2][1]),
                 cliponaxis=False,
                 customdata=[[r.label, r.run_id] for r in runs],
                 hovertemplate=hover("%{customdata[0]}", ["run %{customdata[1]}", f"{key}: %{{x:{fmt}}}"]),
@@ -115,7 +116,7 @@ def build(ctx: ReportContext) -> Section:
             row=1,
             col=col,
         )
-        fig.update_xaxes(title_text=CHARTED[key][1], range=CHARTED[key][2], row=1, col=col)
+        fig.update_xaxes(title_text=panels[key][1], range=panels[key][2], row=1, col=col)
         published = ctx.published(task, column, frame.index)
         add_published_lines(fig, published, axis="x", row=1, col=col)
         lines += [f"{p.system} {p.value:.3f} ({task})" for p in published]
@@ -131,7 +132,7 @@ def build(ctx: ReportContext) -> Section:
     )
     fig.update_layout(margin={"l": 220})
     caption = (
-        f"Each bar is one run (color: model; {ctx.n_text(*TASKS)}); ★ and a dark outline mark the best run per "
+        f"Each bar is one run (color: model; {ctx.n_text(*task_names())}); ★ and a dark outline mark the best run per "
         "metric. "
     ) + (
         f"Grey lines are the paper's published values ({'; '.join(lines)})."
@@ -143,8 +144,9 @@ def build(ctx: ReportContext) -> Section:
 
 def leaderboard_table(ctx: ReportContext, frame: pd.DataFrame, best: dict[str, set[str]]) -> str:
     """A sortable HTML table (click a header); best cells carry ★."""
-    present = [(t, c, title, fmt) for t, c, title, _, fmt in COLUMNS if f"{t}/{c}" in frame]
-    head = ["Run", "Model", "Tasks", "Epoch", "Poison"] + [title for *_, title, _ in present]
+    present = [(t, c, title, fmt) for t, c, title, _, fmt in leaderboard_columns() if f"{t}/{c}" in frame]
+    head = ["Run", "Model", "Tasks", "Epoch", "Poison"] + [
+        title + (" [CI]" if _has_interval(frame, f"{t}/{c}") else "") for t, c, title, _ in present]
     kinds = ["text", "text", "text", "num", "num"] + ["num"] * len(present)
     header = "".join(
         f'<th data-kind="{k}" title="click to sort">{escape(h)}</th>' for h, k in zip(head, kinds, strict=True)
@@ -176,7 +178,8 @@ def leaderboard_table(ctx: ReportContext, frame: pd.DataFrame, best: dict[str, s
         + "</tr></thead><tbody>"
         + "".join(rows)
         + "</tbody></table></div>"
-        f'<p class="caption">Every run of the analysis with its headline metrics ({escape(ctx.n_text(*TASKS))}); '
+        f'<p class="caption">Every run of the analysis with its headline metrics '
+        f"({escape(ctx.n_text(*task_names()))}); "
         "click a column header to sort. ★ marks the best value per column (lowest for parse failures); "
         f"intervals are {1 - ctx.alpha:.0%} {_bootstrap_text(ctx)}, except the Wilson interval of harmonization "
         "accuracy. The paper's macro F1 averages all 14 labels, a label absent from references and "
@@ -200,6 +203,11 @@ def _interval(frame: pd.DataFrame, run_id: str, key: str, fmt: str) -> str:
     if low not in frame or not _finite(frame.at[run_id, low]):
         return ""
     return f' <span class="ci">[{frame.at[run_id, low]:{fmt}}, {frame.at[run_id, high]:{fmt}}]</span>'
+
+
+def _has_interval(frame: pd.DataFrame, key: str) -> bool:
+    """Whether the frame holds an interval for column `key` (as _interval reads them)."""
+    return f"{key}_boot_low" in frame or (key == "harmonization/accuracy" and "harmonization/ci_low" in frame)
 
 
 def _num_cell(value, fmt: str) -> str:

@@ -10,6 +10,7 @@ from plotly.subplots import make_subplots
 
 from dashboards.sections.base import FigureItem, ReportContext, Section, section
 from dashboards.style import hover, layout
+from pipelines.tasks import PAPER_TASKS
 
 # (task, metric) -> panel title, format, axis title with units, axis range (fixed: flat means flat)
 PANELS = {
@@ -114,7 +115,7 @@ def poisoning_figure(ctx: ReportContext, metrics: pd.DataFrame) -> FigureItem:
     return FigureItem("metrics_by_poison_rate", fig, verdict(metrics, significant, ctx.n_text(*UNTOUCHED_N)))
 
 
-UNTOUCHED_N = ("labeling", "harmonization", "impression")  # tasks whose test-set sizes the caption states
+UNTOUCHED_N = PAPER_TASKS  # tasks whose test-set sizes the caption states
 
 
 def verdict(metrics: pd.DataFrame, significant: set, sizes: str = "") -> str:

@@ -17,16 +17,13 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 import requests
 
 from pipelines.baselines.cache import ResponseCache, cache_key
 from pipelines.redaction import redact_secret, redact_url
 from pipelines.registry import Registry
-
-if TYPE_CHECKING:
-    from pipelines.baselines.config import BaselineConfig
 
 log = logging.getLogger(__name__)
 
@@ -240,7 +237,7 @@ def render_chat(tokenizer, messages: tuple[dict[str, str], ...]) -> str:
 
 
 class LocalChatBackend:
-    """A causal LM loaded in-process; batched greedy generation (pipelines.generation)."""
+    """A causal LM loaded in-process; batched greedy generation (pipelines.infer.generation)."""
 
     name = "local"
 
@@ -264,7 +261,7 @@ class LocalChatBackend:
 
     def complete(self, requests: list[ChatRequest],
                  on_done: Callable[[int, Completion], None] | None = None) -> list[Completion]:
-        from pipelines.generation import generate
+        from pipelines.infer.generation import generate
 
         results: list[Completion] = [Completion()] * len(requests)
         budgets = sorted({r.max_tokens for r in requests})
@@ -284,12 +281,34 @@ class LocalChatBackend:
 
 # ---------------------------------------------------------------- registry and the cached runner
 
-BackendFactory = Callable[["BaselineConfig"], Backend]
+class BackendSettings(Protocol):
+    """What a back-end factory reads: the fields of pipelines.baselines.config.BaselineConfig (which
+    validates its back end against this registry, so this module cannot import it)."""
+
+    backend: str
+    model: str
+    data: str
+    split_seed: int
+    tasks: tuple[str, ...]
+    base_url: str
+    api_key_env: str
+    concurrency: int
+    max_retries: int
+    timeout_s: float
+    backoff_s: float
+    temperature: float
+    device: str
+    precision: str
+    eval_batch_size: int
+    max_seq_length: int
+
+
+BackendFactory = Callable[[BackendSettings], Backend]
 BACKENDS: Registry[BackendFactory] = Registry("baseline backend")
 
 
 @BACKENDS.register("openai")
-def _openai(config: BaselineConfig) -> Backend:
+def _openai(config: BackendSettings) -> Backend:
     # stripped: a key read with $(cat key.txt) ends in a newline, which requests refuses with an
     # error that quotes the whole header (key included) into every failed example's record
     return OpenAIChatBackend(
@@ -300,12 +319,12 @@ def _openai(config: BaselineConfig) -> Backend:
 
 
 @BACKENDS.register("local")
-def _local(config: BaselineConfig) -> Backend:
+def _local(config: BackendSettings) -> Backend:
     return LocalChatBackend(config.model, device=config.device, precision=config.precision,
                             batch_size=config.eval_batch_size, max_prompt_tokens=config.max_seq_length)
 
 
-def create_backend(config: BaselineConfig) -> Backend:
+def create_backend(config: BackendSettings) -> Backend:
     """The configured back end (an unknown name lists the valid ones)."""
     return BACKENDS.get(config.backend)(config)
 

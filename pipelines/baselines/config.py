@@ -4,14 +4,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from pipelines.config import PRECISIONS, ConfigError, check_finite_and_named, flat_params, parse_bool
-from pipelines.tasks import task_tuple
+from pipelines.config import ConfigError, RunSettings, flat_params, parse_bool
+from pipelines.tasks import PAPER_TASKS, task_tuple
 
 PROMPTING_MODES = ("zero-shot", "prompt-engineered")
 
 
 @dataclass
-class BaselineConfig:
+class BaselineConfig(RunSettings):
     """Everything that defines a baseline run.
 
     backend: `local` (a HF chat model in-process, e.g. the embedded smollm2-135m) or `openai`
@@ -26,7 +26,7 @@ class BaselineConfig:
     model: str = "smollm2-135m"
     backend: str = "local"
     prompting: str = "zero-shot"
-    tasks: tuple[str, ...] = ("labeling", "harmonization", "impression")
+    tasks: tuple[str, ...] = PAPER_TASKS
     data: str = "synthetic"
     split_seed: int = 0
     eval_limit: int = 0
@@ -43,11 +43,6 @@ class BaselineConfig:
     prompts_dir: str = ""  # "" = the repository's prompts/ folder
     max_seq_length: int = 2048  # local backend: prompt token budget (a longer prompt loses its middle)
     eval_batch_size: int = 16
-    device: str = "auto"
-    precision: str = "auto"
-    study: str = "default"
-    experiment: str = "clinical-slm"
-    run_name: str = ""
 
     def __post_init__(self) -> None:
         self.tasks = task_tuple(self.tasks)
@@ -78,7 +73,7 @@ class BaselineConfig:
         from pipelines.baselines.backends import BACKENDS
 
         BACKENDS.get(self.backend)  # an unknown name lists the valid ones
-        check_finite_and_named(self)
+        self.check_run_settings()
         if self.prompting not in PROMPTING_MODES:
             raise ConfigError(f"--prompting must be one of {PROMPTING_MODES}, got {self.prompting!r}")
         if self.backend == "openai" and not self.base_url:
@@ -94,8 +89,6 @@ class BaselineConfig:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0, got {getattr(self, name)}")
         if self.timeout_s <= 0:
             raise ConfigError(f"--timeout-s must be > 0, got {self.timeout_s}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
 
     def as_params(self) -> dict[str, str]:
         """Flat string params for MLflow."""

@@ -27,15 +27,14 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pipelines.baselines.backends import BACKENDS, BackendStats, ChatRequest, Completion
-from pipelines.baselines.config import BaselineConfig
+from pipelines.baselines.backends import BACKENDS, BackendSettings, BackendStats, ChatRequest, Completion
+from pipelines.data.examples import build_examples
 from pipelines.data.records import labels_from_findings
 from pipelines.data.sources import load_data
 from pipelines.data.split import split_bundle
-from pipelines.examples import build_examples
-from pipelines.schema import CHEXPERT_LABELS, LABEL_KEYS, YES
 from pipelines.tasks import harmonization, labeling
 from pipelines.tasks.base import Example
+from pipelines.vocabulary import CHEXPERT_LABELS, LABEL_KEYS, YES
 
 # ---------------------------------------------------------------- the keyword rules
 
@@ -229,7 +228,7 @@ def majority_answers(train: dict[str, list[Example]]) -> dict[str, Answer]:
     return {task: MAJORITY_RULES.get(task, _majority_target)(examples) for task, examples in train.items()}
 
 
-def training_examples(config: BaselineConfig) -> dict[str, list[Example]]:
+def training_examples(config: BackendSettings) -> dict[str, list[Example]]:
     """The training examples of the configured tasks: same data and split seed as the test split."""
     bundle = load_data(config.data)
     return build_examples(bundle, split_bundle(bundle, config.split_seed), config.tasks).train
@@ -269,18 +268,18 @@ class AnswerBackend:
 
 def _declare(name: str, model: str, tasks: tuple[str, ...] = ()) -> Callable:
     """Register a factory with what config validation reads: its fixed model name and tasks."""
-    def register(factory: Callable[[BaselineConfig], AnswerBackend]) -> Callable:
+    def register(factory: Callable[[BackendSettings], AnswerBackend]) -> Callable:
         factory.model_name, factory.tasks = model, tasks
         return BACKENDS.register(name)(factory)
     return register
 
 
 @_declare("rules", "keyword-rules", tasks=("labeling",))
-def _rules(config: BaselineConfig) -> AnswerBackend:
+def _rules(config: BackendSettings) -> AnswerBackend:
     return AnswerBackend("rules", "keyword-rules", {"labeling": rule_answer}, decoding="rules")
 
 
 @_declare("majority", "majority-class")
-def _majority(config: BaselineConfig) -> AnswerBackend:
+def _majority(config: BackendSettings) -> AnswerBackend:
     return AnswerBackend("majority", "majority-class", majority_answers(training_examples(config)),
                          decoding="majority")

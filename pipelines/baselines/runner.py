@@ -12,17 +12,17 @@ from pathlib import Path
 
 import mlflow
 
-from pipelines import tracking
 from pipelines.baselines.backends import Backend, ChatRequest, Completion, complete_cached, create_backend
 from pipelines.baselines.cache import ResponseCache
 from pipelines.baselines.config import BaselineConfig
 from pipelines.baselines.privacy import Endpoint, check_endpoint
 from pipelines.baselines.prompts import PromptTemplate, load_templates
+from pipelines.data.examples import build_test_examples
 from pipelines.data.sources import load_data
 from pipelines.data.split import manifest, split_bundle
-from pipelines.evaluation import TaskEvaluation, input_text, merged_metrics, score_outputs
-from pipelines.examples import build_test_examples
+from pipelines.infer.evaluation import TaskEvaluation, input_text, merged_metrics, score_outputs
 from pipelines.redaction import redact_url
+from pipelines.runs import schema, tracking
 from pipelines.tasks import get_task
 from pipelines.tasks.base import Example
 
@@ -117,15 +117,12 @@ def run_baseline(config: BaselineConfig, run_tags: dict[str, str] | None = None,
     backend = backend or create_backend(config)
     cache = ResponseCache(config.cache) if config.cache else None
 
-    with mlflow.start_run(run_name=default_run_name(config), nested=mlflow.active_run() is not None) as run, \
+    tags = {**schema.run_tags(schema.Role.BASELINE, config.study, config.model, config.tasks,
+                              prompting=config.prompting, backend=config.backend), **(run_tags or {})}
+    with tracking.scored_run(default_run_name(config), baseline_params(prepared, backend), tags,
+                             manifest=prepared.manifest) as run, \
             (contextlib.closing(cache) if cache else contextlib.nullcontext()):
-        # -- params, tags, split manifest, the prompts used
-        tracking.log_params_once(baseline_params(prepared, backend))
-        mlflow.set_tags({"role": "baseline", "study": config.study, "model": config.model,
-                         "tasks": ",".join(config.tasks), "prompting": config.prompting,
-                         "backend": config.backend, **(run_tags or {})})
-        tracking.log_json(prepared.manifest, "data/split_manifest.json")
-        for task, template in prepared.templates.items():
+        for task, template in prepared.templates.items():  # the prompts used
             mlflow.log_text(template.text, f"prompts/{config.prompting}/{task}.txt")
 
         # -- ask the model, then parse and score exactly like a fine-tuned model's outputs
@@ -133,9 +130,8 @@ def run_baseline(config: BaselineConfig, run_tags: dict[str, str] | None = None,
 
         # -- metrics and per-example predictions
         metrics = merged_metrics(evaluations)
-        tracking.log_metrics_at(metrics, step=0)
+        tracking.log_scores(metrics, {task: ev.predictions for task, ev in evaluations.items()}, step=0)
         mlflow.log_metrics({f"baseline/{k}": float(v) for k, v in counts.items()}, step=0)
-        tracking.log_predictions({task: ev.predictions for task, ev in evaluations.items()})
     return BaselineResult(run.info.run_id, metrics, counts)
 
 

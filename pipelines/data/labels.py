@@ -33,7 +33,7 @@ from pipelines.data.options import choice_option
 from pipelines.data.records import labels_from_findings
 from pipelines.data.sources import SourceSpec
 from pipelines.data.tables import Table, TableRow, column_key, read_table, split_sheet
-from pipelines.schema import CHEXPERT_LABELS, YES
+from pipelines.vocabulary import CHEXPERT_LABELS, YES
 
 POLICY_OPTIONS = {
     "uncertain": "CheXpert -1 (uncertain) label values: positive (default), negative or error",

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.data.errors import DataError
-from pipelines.schema import CHEXPERT_LABELS
+from pipelines.vocabulary import CHEXPERT_LABELS
 
 DEFAULT_MAPPING = Path(__file__).with_name("mesh_to_chexpert.csv")
 MAPPING_COLUMNS = ("mesh", "chexpert", "note")

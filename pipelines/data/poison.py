@@ -5,7 +5,7 @@ import random
 from dataclasses import replace
 
 from pipelines.data.records import ReportRecord
-from pipelines.schema import LABEL_KEYS, NO, YES
+from pipelines.vocabulary import LABEL_KEYS, NO, YES
 
 
 def poisoned_labels() -> dict[str, str]:

@@ -5,7 +5,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-from pipelines.schema import LABEL_KEYS, NO, PATHOLOGY_LABELS, SERIES_CLASSES, YES
+from pipelines.vocabulary import LABEL_KEYS, NO, PATHOLOGY_LABELS, SERIES_CLASSES, YES
 
 SECTION_ORDER = ("comparison", "indication", "findings", "impression")
 

@@ -37,7 +37,7 @@ from pipelines.data.options import spec_path, text_option
 from pipelines.data.records import DataBundle, SeriesRecord
 from pipelines.data.sources import DataSource, SourceSpec, register_source
 from pipelines.data.tables import Table, TableRow, read_table, split_sheet
-from pipelines.schema import SERIES_CLASSES
+from pipelines.vocabulary import SERIES_CLASSES
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pipelines.data.records import ReportRecord, labels_from_findings
-from pipelines.schema import PATHOLOGY_LABELS
+from pipelines.vocabulary import PATHOLOGY_LABELS
 
 # Short names for the labels, so the phrase banks below stay readable.
 EC, CARD, LES, OPA = "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Lesion", "Lung Opacity"

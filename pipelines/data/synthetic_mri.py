@@ -30,7 +30,7 @@ import re
 from collections.abc import Iterator
 
 from pipelines.data.records import SeriesRecord
-from pipelines.schema import SERIES_CLASSES
+from pipelines.vocabulary import SERIES_CLASSES
 
 # Vendor protocol names per class. Orientation is added as noise only to names without one.
 BASES: dict[str, tuple[str, ...]] = {

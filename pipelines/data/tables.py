@@ -27,6 +27,7 @@ from pipelines.data.errors import DataError
 log = logging.getLogger(__name__)
 
 XLSX_SUFFIXES = (".xlsx", ".xlsm")
+TABLE_SUFFIXES = (".csv", ".tsv", ".xls", *XLSX_SUFFIXES)  # a file read as a table, not a DICOM file
 # Undecodable bytes survive decoding with errors="surrogateescape" as U+DC80..U+DCFF; NUL
 # (U+0000) never occurs in UTF-8 text but fills UTF-16 text of ASCII letters, so it is refused too.
 _NOT_UTF8 = re.compile("[\udc80-\udcff\x00]")

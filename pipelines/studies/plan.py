@@ -142,7 +142,7 @@ def _budget(task: str, cap: int) -> int:
 
 def estimate_cost(run: StudyRun) -> Cost:
     """Examples and tokens the run will process (see the module docstring for the arithmetic)."""
-    from pipelines.examples import build_examples
+    from pipelines.data.examples import build_examples
 
     cfg = run.config
     try:
@@ -163,8 +163,8 @@ def estimate_cost(run: StudyRun) -> Cost:
 
 def _baseline_cost(cfg: BaselineConfig, bundle, splits) -> Cost:
     from pipelines.baselines.prompts import load_templates
-    from pipelines.evaluation import input_text
-    from pipelines.examples import build_test_examples
+    from pipelines.data.examples import build_test_examples
+    from pipelines.infer.evaluation import input_text
 
     templates = load_templates(cfg.prompting, cfg.tasks, cfg.prompts_dir)
     test = build_test_examples(bundle, {n: s.test for n, s in splits.items()}, cfg.tasks, cfg.eval_limit)
@@ -189,7 +189,7 @@ def estimate_run(cfg: FinetuneConfig, name: str, rates: dict[str, float]) -> Run
     """One fine-tune's training and checkpoint-evaluation hours at the preset's measured `rates`:
     training tokens at the LoRA training rate; at each checkpoint, the test prompts and constrained
     answers at the prefill rate, freely generated tokens (the generation budget) at the decode rate."""
-    from pipelines.examples import build_examples
+    from pipelines.data.examples import build_examples
 
     cost = estimate_cost(StudyRun(name=name, kind="finetune", settings={}, config=cfg, key=""))
     bundle, splits = _split_data(cfg.data, cfg.split_seed)

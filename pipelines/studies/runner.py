@@ -1,5 +1,5 @@
 """Run a study: every missing run in order, in-process, claimed so workers never overlap; then the
-analysis (and, once it exists, the report) when the whole study is finished.
+analysis and the report, also in-process, when the whole study is finished.
 
 Resumable: a run with a FINISHED MLflow run is skipped; a FAILED or KILLED one, or one left
 RUNNING by a worker that stopped heart-beating, is run again (the stale MLflow run is marked
@@ -7,33 +7,28 @@ KILLED). One failing run is reported and the others go on, unless fail_fast.
 """
 from __future__ import annotations
 
+import argparse
 import fnmatch
 import hashlib
-import importlib.util
 import logging
 import os
-import re
-import subprocess
-import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from pipelines import tracking
 from pipelines.baselines.config import BaselineConfig
+from pipelines.runs import tracking
 from pipelines.studies.claims import HEARTBEAT_S, ClaimStore, Heartbeat
 from pipelines.studies.plan import run_states
 from pipelines.studies.spec import Study, StudyRun
 
 log = logging.getLogger(__name__)
-
-ANALYSIS_MODULE = "analysis.analyze"
-# The report builder of issue 5; the hook runs it once the module exists.
-REPORT_MODULE = "dashboards"  # python -m dashboards
 
 # (study, run) -> MLflow run id of the fine-tune or baseline it logged.
 Executor = Callable[[Study, StudyRun], str]
@@ -74,7 +69,7 @@ def execute_run(study: Study, run: StudyRun) -> str:
         from pipelines.baselines import run_baseline
 
         return run_baseline(run.config, run_tags=run_tags(study, run)).run_id
-    from pipelines.training import train
+    from pipelines.train.recipe import train
 
     return train(run.config, run_tags=run_tags(study, run)).run_id
 
@@ -171,52 +166,112 @@ def _only(study: Study, run: StudyRun) -> Study:
 # ---------------------------------------------------------------- after the last run
 
 
-def module_available(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def post_study(study: Study, baseline_run_ids: list[str]) -> list[str]:
-    """Run the analysis, then the report on its tables, as subprocesses; a failing step only warns."""
+    """Run the analysis, then the report on its tables, in-process; a failing step only warns.
+
+    Both steps read and log to the store the study uses (MLflow's current tracking URI), each in a
+    thread of its own: MLflow's active run is per thread, so the study's own run (under `mlflow run`)
+    is not one they would collide with, and they log runs of their own.
+    """
     out_dir = Path("outputs") / "studies" / study.name
-    # The steps import this project's packages from whatever folder the study runs in.
-    root = str(Path(__file__).resolve().parents[2])
-    pythonpath = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH", "")]))
-    env = {**os.environ, "MLFLOW_TRACKING_URI": mlflow.get_tracking_uri(), "PYTHONPATH": pythonpath}
-    notes = []
-    analysis_run = ""
-    if module_available(ANALYSIS_MODULE):
-        includes = [arg for run_id in baseline_run_ids for arg in ("--include", run_id)]
-        note, stdout = _step("analysis", [
-            sys.executable, "-m", ANALYSIS_MODULE, "--experiment", study.experiment, "--study", study.name,
-            "--output", str(out_dir / "analysis"), *includes, *study.analysis_args], env)
-        notes.append(note)
-        found = re.search(r"analysis run: (\w+)", stdout)
-        analysis_run = found.group(1) if found else ""
-    else:
-        notes.append(f"analysis: skipped ({ANALYSIS_MODULE} is not installed)")
+    # As the steps' entry points do: a progress bar per downloaded run is noise.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    client = MlflowClient(mlflow.get_tracking_uri())
+    includes = [arg for run_id in baseline_run_ids for arg in ("--include", run_id)]
+    analysis_argv = ["--experiment", study.experiment, "--study", study.name,
+                     "--output", str(out_dir / "analysis"), *includes, *study.analysis_args]
+    note, analysis_run = _step(study, "analysis", analyze_step, analysis_argv, client)
+    notes = [note]
     if not (out_dir / "analysis").is_dir():
         notes.append("report: skipped (no analysis tables)")
-    elif module_available(REPORT_MODULE):
+        log.info("study %s: %s", study.name, notes[-1])
+    else:
         # The report draws the analysis just made, and is logged to its run.
         log_to = ["--log-run", analysis_run] if analysis_run else ["--offline"]
-        notes.append(_step("report", [sys.executable, "-m", REPORT_MODULE, "--tables", str(out_dir / "analysis"),
-                                      *log_to, "--output", str(out_dir), *study.report_args], env)[0])
-    else:
-        notes.append(f"report: skipped ({REPORT_MODULE} is not installed)")
-    for note in notes:
-        log.info("study %s: %s", study.name, note)
+        report_argv = ["--tables", str(out_dir / "analysis"), *log_to, "--output", str(out_dir),
+                       *study.report_args]
+        notes.append(_step(study, "report", report_step, report_argv, client)[0])
     return notes
 
 
-def _step(name: str, command: list[str], env: dict[str, str]) -> tuple[str, str]:
-    """Run one post step; returns a one-line note and the step's stdout."""
-    log.info("study post step %s: %s", name, " ".join(command))
-    proc = subprocess.run(command, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return f"{name}: failed (exit {proc.returncode}): {' | '.join(tail)}", proc.stdout
-    last = proc.stdout.strip().splitlines()[-3:]
-    return f"{name}: done: {' | '.join(last)}", proc.stdout
+def analyze_step(argv: list[str], client: MlflowClient) -> tuple[str, str]:
+    """`python -m analysis.analyze ARGV` as library calls on `client`'s store: returns a one-line
+    summary and the analysis run id ('' when nothing was logged)."""
+    from analysis.analyze import build_parser, config_from_args
+    from analysis.job import publish, run_analysis
+    from analysis.outputs import default_output_dir
+
+    args = _parse(build_parser(), argv)
+    _same_store(args, client)
+    result = run_analysis(config_from_args(args), client)
+    out_dir = Path(args.output) if args.output else default_output_dir("analyze")
+    run_id = publish(result, out_dir, log_to_mlflow=args.log, experiment=args.log_experiment or None) or ""
+    summary = f"{len(result.runs)} runs analyzed against reference {result.reference.run_id} | tables: {out_dir}"
+    return summary + (f" | analysis run: {run_id}" if run_id else ""), run_id
+
+
+def report_step(argv: list[str], client: MlflowClient) -> tuple[str, str]:
+    """`python -m dashboards ARGV` (with --tables) as library calls on `client`'s store: returns a
+    one-line summary and the run the report was logged to ('' when none)."""
+    from analysis.outputs import default_output_dir
+    from dashboards.__main__ import build_parser, options_from_args
+    from dashboards.report import report_from_tables
+
+    args = _parse(build_parser(), argv)
+    _same_store(args, client)
+    if args.analysis_run:
+        raise ValueError("give --analysis-run or --tables, not both")
+    out_dir = Path(args.output) if args.output else default_output_dir("report")
+    result = report_from_tables(Path(args.tables), options_from_args(args), out_dir, args.log_run or None,
+                                not args.offline, Path(args.cache_dir), client)
+    summary = f"{result.html} ({len(result.report.figures)} figures)"
+    return summary + (f" | logged to run {result.run_id}" if result.run_id else ""), result.run_id or ""
+
+
+def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse a step's arguments; a usage error raises ValueError instead of exiting the study."""
+    def refuse(message: str) -> NoReturn:
+        raise ValueError(f"{message} (in: {' '.join(argv)})")
+
+    parser.error = refuse  # type: ignore[method-assign]
+    return parser.parse_args(argv)
+
+
+def _same_store(args: argparse.Namespace, client: MlflowClient) -> None:
+    """A study's post steps use the study's store: refuse a --tracking-uri naming another."""
+    if args.tracking_uri and args.tracking_uri != client.tracking_uri:
+        raise ValueError(f"--tracking-uri {tracking.shown_uri(args.tracking_uri)}: the post steps use the "
+                         f"study's store, {tracking.shown_uri(client.tracking_uri)}")
+
+
+Step = Callable[[list[str], MlflowClient], tuple[str, str]]  # (argv, client) -> (summary, run id)
+
+
+def _step(study: Study, name: str, step: Step, argv: list[str], client: MlflowClient) -> tuple[str, str]:
+    """Run one post step in a thread of its own (see post_study); returns a one-line note, logged
+    (a failure as one warning line), and the run id it gave ('' when none or when it failed)."""
+    log.info("study post step %s: %s", name, " ".join(argv))
+    results: list[tuple[str, str]] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            results.append(step(argv, client))
+        except BaseException as exc:  # handed to the study's thread below
+            errors.append(exc)
+
+    # A daemon thread: interrupting the study (Ctrl-C) does not wait for the step to end.
+    thread = threading.Thread(target=target, name=f"study-post-{name}", daemon=True)
+    thread.start()
+    thread.join()
+    if errors and not isinstance(errors[0], Exception):
+        raise errors[0]  # KeyboardInterrupt, SystemExit: not a step failure
+    if errors:
+        note = f"{name}: failed: {errors[0].__class__.__name__}: {' '.join(str(errors[0]).split())}"
+        log.warning("study %s: %s", study.name, note)
+        log.debug("study post step %s failed", name, exc_info=errors[0])
+        return note, ""
+    summary, run_id = results[0]
+    note = f"{name}: done: {summary}"
+    log.info("study %s: %s", study.name, note)
+    return note, run_id

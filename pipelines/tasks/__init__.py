@@ -1,7 +1,10 @@
 """The task registry: the paper's three radiology tasks, looked up by name.
 
-Adding a task is one module defining a `TASK` (see base.Task) plus one entry in
-BUILTIN_TASKS below; training, evaluation and the shared tests pick it up from the registry.
+Adding a task is one module defining a `TASK` (see base.Task, its metrics declared with
+base.Metric) registered in TASKS: here for a built-in task (BUILTIN_TASKS), or by the code that
+adds it (`TASKS.add(task.name, task)`, as tests/test_toy_task.py does). Training, evaluation,
+analysis and the report iterate this registry; a task with no analysis or report section of its
+own gets the generic ones (analysis/tasks/generic.py, dashboards/sections/generic.py).
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from collections.abc import Sequence
 
 from pipelines.registry import Registry, UnknownNameError
 from pipelines.tasks import harmonization, impression, labeling
-from pipelines.tasks.base import Task
+from pipelines.tasks.base import Metric, Task
 
 # Registration order is the order tasks are listed, trained and reported in.
 BUILTIN_TASKS: tuple[Task, ...] = (labeling.TASK, harmonization.TASK, impression.TASK)
@@ -18,6 +21,9 @@ BUILTIN_TASKS: tuple[Task, ...] = (labeling.TASK, harmonization.TASK, impression
 TASKS: Registry[Task] = Registry("task")
 for _task in BUILTIN_TASKS:
     TASKS.add(_task.name, _task)
+
+# The paper's tasks: what a fine-tune, an evaluation or a baseline runs when --tasks is not given.
+PAPER_TASKS: tuple[str, ...] = tuple(t.name for t in BUILTIN_TASKS)
 
 
 def get_task(name: str) -> Task:
@@ -28,6 +34,18 @@ def get_task(name: str) -> Task:
 def task_names() -> list[str]:
     """Every registered task name, in registration order."""
     return TASKS.names()
+
+
+def headline_metric_keys(tasks: Sequence[str] | None = None) -> tuple[str, ...]:
+    """`<task>/<metric>` of every headline metric of `tasks` (default: every registered task)."""
+    names = task_names() if tasks is None else tasks
+    return tuple(f"{name}/{m.name}" for name in names for m in get_task(name).metrics if m.headline)
+
+
+def metric_spec(key: str) -> Metric | None:
+    """The declared metric behind a logged key `<task>/<metric>`, or None (not a declared metric)."""
+    task, _, name = key.partition("/")
+    return TASKS.get(task).metric(name) if task in TASKS else None
 
 
 def parse_task_list(text: str) -> list[str]:
@@ -56,4 +74,5 @@ def task_tuple(tasks: str | Sequence[str]) -> tuple[str, ...]:
     return tuple(parse_task_list(tasks if isinstance(tasks, str) else ",".join(tasks)))
 
 
-__all__ = ["BUILTIN_TASKS", "TASKS", "Task", "get_task", "parse_task_list", "task_names", "task_tuple"]
+__all__ = ["BUILTIN_TASKS", "PAPER_TASKS", "TASKS", "Metric", "Task", "get_task", "headline_metric_keys", "metric_spec",
+           "parse_task_list", "task_names", "task_tuple"]

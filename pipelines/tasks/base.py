@@ -71,6 +71,36 @@ ConstrainedShape = SlotChoices | ScoredCandidates
 
 
 @dataclass(frozen=True)
+class Metric:
+    """A metric a task logs as `<task>/<name>`, with what every consumer needs to show it.
+
+    label: how tables and axes name it; scale: its range (axes span it); format: a Python/d3
+    number format; headline: charted and compared across runs (leaderboard figure, trajectory,
+    ablations, analysis headline figures, finish messages); example_score: the per-example score
+    (the `scores` of a prediction record) whose mean over the examples is this metric ('' when it
+    is not a mean, e.g. macro F1): a task without its own analysis gets intervals and paired tests
+    on those.
+    """
+
+    name: str
+    label: str
+    scale: tuple[float, float] = (0.0, 1.0)
+    higher_is_better: bool = True
+    format: str = ".3f"
+    headline: bool = False
+    example_score: str = ""
+    shown: bool = False  # a column of the report's leaderboard table even if not a headline
+
+    @property
+    def in_leaderboard(self) -> bool:
+        return self.headline or self.shown
+
+
+# Every task logs this one too: the share of outputs that could not be parsed at all.
+PARSE_FAIL_RATE = Metric("parse_fail_rate", "parse fails", higher_is_better=False, format=".0%", shown=True)
+
+
+@dataclass(frozen=True)
 class Task:
     """A registered task.
 
@@ -80,6 +110,9 @@ class Task:
     include(record) -> bool: whether a record can make an example (e.g. it has an impression).
     constrained: the answer's shape for `--decoding constrained` (None: free text only).
     stop: strings that end free generation early (the closing brace of a JSON answer).
+    metrics: what score() logs (besides parse_fail_rate), declared for every consumer;
+    headline_metric: the one metric of this task in a run's headline score and a sweep's objective.
+    title: how reports and tables name the task.
     """
 
     name: str
@@ -90,9 +123,28 @@ class Task:
     parse: Callable[[str], Parsed]
     score: Callable[[Sequence[Any], Sequence[Parsed]], TaskScores]
     headline_metric: str
+    metrics: tuple[Metric, ...] = ()
+    title: str = ""
     include: Callable[[Any], bool] = lambda record: True
     constrained: ConstrainedShape | None = None
     stop: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.title:
+            object.__setattr__(self, "title", self.name.capitalize())
+        names = [m.name for m in self.metrics]
+        if self.metrics and self.headline_metric not in names:
+            raise ValueError(f"task {self.name!r}: headline_metric {self.headline_metric!r} is not one of its "
+                             f"metrics {names}")
+
+    @property
+    def reported_metrics(self) -> tuple[Metric, ...]:
+        """The declared metrics and parse_fail_rate: a summary table's columns, in order."""
+        return (*self.metrics, PARSE_FAIL_RATE)
+
+    def metric(self, name: str) -> Metric | None:
+        """The declared metric called `name` (parse_fail_rate included), or None."""
+        return next((m for m in self.reported_metrics if m.name == name), None)
 
 
 def make_example(

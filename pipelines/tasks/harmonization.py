@@ -1,6 +1,6 @@
 """Task `harmonization`: one MRI series description (DICOM 0008,103E) in, ``{description: class}`` out.
 
-The class is one of the seven in pipelines.schema.SERIES_CLASSES; the headline metric is
+The class is one of the seven in pipelines.vocabulary.SERIES_CLASSES; the headline metric is
 accuracy (the paper reports 0.975 for its multi-task OPT-350m).
 """
 
@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from pipelines.data.records import SeriesRecord
-from pipelines.schema import SERIES_CLASSES
 from pipelines.tasks.base import (
     Example,
+    Metric,
     Parsed,
     ScoredCandidates,
     Task,
@@ -26,6 +26,7 @@ from pipelines.tasks.base import (
 )
 from pipelines.tasks.json_output import extract_json_object
 from pipelines.tasks.metrics import macro_f1
+from pipelines.vocabulary import SERIES_CLASSES
 
 NAME = "harmonization"
 DIRECTIVE = "Harmonize sequence name."
@@ -139,6 +140,10 @@ TASK = Task(
     parse=parse,
     score=score,
     headline_metric="accuracy",
+    metrics=(
+        Metric("accuracy", "accuracy", headline=True, example_score="correct"),
+        Metric("f1_macro", "macro F1", shown=True),
+    ),
     constrained=ScoredCandidates(candidates),
     stop=("}",),
 )

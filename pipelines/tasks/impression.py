@@ -14,6 +14,7 @@ from typing import Any
 from pipelines.data.records import ReportRecord
 from pipelines.tasks.base import (
     Example,
+    Metric,
     Parsed,
     Task,
     TaskScores,
@@ -125,5 +126,11 @@ TASK = Task(
     parse=parse,
     score=score,
     headline_metric="rougeL",
+    metrics=(
+        Metric("bleu", "BLEU", scale=(0.0, 100.0), format=".1f", headline=True),
+        Metric("rouge1", "ROUGE-1", example_score="rouge1"),
+        Metric("rouge2", "ROUGE-2", example_score="rouge2"),
+        Metric("rougeL", "ROUGE-L", headline=True, example_score="rougeL"),
+    ),
     include=lambda record: bool(record.impression.strip()),  # reports without one are dropped
 )

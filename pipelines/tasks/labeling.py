@@ -1,6 +1,6 @@
 """Task `labeling`: a whole CXR report in, a JSON object of 14 Yes/No labels out.
 
-The 14 keys are "No Finding" and the 13 CheXpert labels (pipelines.schema.LABEL_KEYS). The
+The 14 keys are "No Finding" and the 13 CheXpert labels (pipelines.vocabulary.LABEL_KEYS). The
 headline metric is the unweighted mean of the 14 per-label F1 scores, the figure the paper
 reports (0.894 for its multi-task OPT-350m).
 """
@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from pipelines.data.records import ReportRecord
-from pipelines.schema import LABEL_KEYS, NO, YES
 from pipelines.tasks.base import (
     Example,
+    Metric,
     Parsed,
     SlotChoices,
     Task,
@@ -29,6 +29,7 @@ from pipelines.tasks.base import (
 )
 from pipelines.tasks.json_output import extract_json_object
 from pipelines.tasks.metrics import macro_f1, precision_recall_f1
+from pipelines.vocabulary import LABEL_KEYS, NO, YES
 
 NAME = "labeling"
 DIRECTIVE = "Report CXR diagnosis."
@@ -171,6 +172,11 @@ TASK = Task(
     parse=parse,
     score=score,
     headline_metric="f1_macro",
+    metrics=(
+        Metric("f1_macro", "macro F1, 14 labels (paper)", headline=True),
+        Metric("f1_macro_supported", "macro F1, labels present", headline=True),
+        Metric("f1_micro", "micro F1"),
+    ),
     constrained=SlotChoices(render=render_target, slots=len(LABEL_KEYS), values=(YES, NO)),
     stop=("}",),
 )

@@ -1,113 +1,51 @@
 """LoRA fine-tuning with evaluation at checkpoint epochs, every step tracked in MLflow.
 
-`train(config)` is the one library call behind the `finetune` entry point and the sweep.
+`train(config)` is the one library call behind the `finetune` entry point, the study and the
+sweep. It reads top to bottom: prepare (pipelines.train.prepare), open or resume the run
+(pipelines.runs.session), build the LoRA model, train with checkpoint evaluations, end.
 
 Reliability (docs/reliability.md): the Trainer saves resumable state at each epoch end under
 `<output_dir>/<run_id>/trainer/`, so `train(config, resume=...)` continues a killed run in the
 same MLflow run; SIGINT/SIGTERM stop after the current step with state saved and the run KILLED;
-everything logged goes through a local journal first (pipelines.store_sync), so a tracking-server
+everything logged goes through a local journal first (pipelines.runs.sync), so a tracking-server
 outage loses nothing.
 """
 from __future__ import annotations
 
 import logging
 import math
-import os
 import resource
 import shutil
-import signal
 import time
 import warnings
-from collections.abc import Callable
-from contextlib import ExitStack, nullcontext
-from dataclasses import dataclass, field, fields
+from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 import mlflow
-from mlflow.entities import Run
 from transformers import PrinterCallback, ProgressCallback, TrainerCallback, TrainingArguments, set_seed
 
-from pipelines import distributed, preflight, tracking
-from pipelines.config import ConfigError, FinetuneConfig, config_document
-from pipelines.data.sources import load_data
-from pipelines.data.split import carve_validation, manifest, split_bundle
-from pipelines.epoch_sampler import EpochSeededTrainer
-from pipelines.evaluation import TaskEvaluation, merged_metrics
-from pipelines.examples import TaskExamples, build_examples
-from pipelines.model_card import CardFacts, finish_adapter
-from pipelines.models import (
-    ResolvedModel,
-    load_model_and_tokenizer,
-    resolve_device,
-    resolve_model,
-    resolve_precision,
-)
-from pipelines.packing import PackingCollator, packed_attention, training_collator
-from pipelines.resume import run_to_resume
-from pipelines.run_outputs import LOSS_CARRY, ResumableCheckpoint, RunOutputs, read_json, write_json_atomic
-from pipelines.run_signals import GracefulStop, TrainingInterrupted
-from pipelines.store_sync import RunSync, TrackingOutageError, upload_command
-from pipelines.training_data import EncodedDataset, encode_example
-from pipelines.value_weighting import ValueWeightedTrainer, add_value_weights
+from pipelines.config import FinetuneConfig, config_document
+from pipelines.infer.evaluation import TaskEvaluation, merged_metrics
+from pipelines.models import load_model_and_tokenizer
+from pipelines.runs import schema, tracking
+from pipelines.runs.outputs import LOSS_CARRY, ResumableCheckpoint, RunOutputs, read_json, write_json_atomic
+from pipelines.runs.resume import run_to_resume
+from pipelines.runs.session import RunSession
+from pipelines.runs.signals import GracefulStop, TrainingInterrupted
+from pipelines.runs.sync import RunSync
+from pipelines.serving.model_card import CardFacts, finish_adapter
+from pipelines.train import distributed, preflight
+from pipelines.train.encoding import EncodedDataset, encode_example
+from pipelines.train.launch import launch_train
+from pipelines.train.packing import PackingCollator, packed_attention, training_collator
+from pipelines.train.prepare import CheckpointHook, FinetuneResult, Prepared, default_run_name, prepare
+from pipelines.train.sampler import EpochSeededTrainer
+from pipelines.train.value_weighting import ValueWeightedTrainer, add_value_weights
+
+__all__ = ["CheckpointHook", "FinetuneResult", "Prepared", "build_lora_model", "prepare", "train"]
 
 log = logging.getLogger(__name__)
-
-# Called after each checkpoint evaluation with (fine-tune run id, epoch, metrics); returning True
-# stops training after this epoch (the sweep's pruner does this), and the run is tagged `stopped_early`.
-CheckpointHook = Callable[[str, int, dict[str, float]], bool | None]
-
-
-@dataclass
-class FinetuneResult:
-    """What a finished fine-tune produced."""
-
-    run_id: str
-    checkpoint_runs: dict[int, str] = field(default_factory=dict)
-    metrics: dict[int, dict[str, float]] = field(default_factory=dict)
-    output_dir: Path | None = None
-    stopped_early_at: int = 0
-    resumed_from_epoch: float | None = None  # None: a new run
-    trained: bool = False  # every epoch trained (even if the store has not received all of it)
-
-
-@dataclass
-class Prepared:
-    """Everything resolved and loaded before any MLflow run exists."""
-
-    config: FinetuneConfig
-    model_ref: ResolvedModel
-    device: str
-    precision: str
-    examples: TaskExamples
-    manifest: dict
-    bundle: object
-    splits: dict
-
-
-def prepare(config: FinetuneConfig) -> Prepared:
-    """Resolve model, device, data, split and examples; every bad input fails here, before a run."""
-    model_ref = resolve_model(config.model)
-    _check_processes(config)
-    device = resolve_device(config.device)
-    precision = resolve_precision(config.precision, device)
-    bundle = load_data(config.data)
-    splits = split_bundle(bundle, config.split_seed)
-    used = carve_validation(splits) if config.eval_split == "validation" else splits
-    examples = build_examples(
-        bundle, used, config.tasks, train_limit=config.train_limits(), eval_limit=config.eval_limit,
-        poison_rate=config.poison_rate, poison_seed=config.seed,
-    )
-    return Prepared(config, model_ref, device, precision, examples,
-                    manifest(bundle, splits, config.split_seed), bundle, splits)
-
-
-def _check_processes(config: FinetuneConfig) -> None:
-    """Raise ConfigError unless the effective batch splits over the processes (distributed.per_device_batch)."""
-    world = distributed.world()
-    if world.size > 1 and config.processes not in (1, world.size):
-        raise ConfigError(f"--processes {config.processes}, but the launcher started {world.size} processes; "
-                          "drop --processes under torchrun / accelerate launch")
-    distributed.per_device_batch(config.batch_size, config.grad_accum, max(world.size, config.processes))
 
 
 def build_lora_model(model, config: FinetuneConfig, targets: tuple[str, ...]):
@@ -120,14 +58,6 @@ def build_lora_model(model, config: FinetuneConfig, targets: tuple[str, ...]):
         # peft 0.21 reads transformers' renamed is_gradient_checkpointing: a FutureWarning per fine-tune
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
         return get_peft_model(model, lora)
-
-
-def default_run_name(config: FinetuneConfig) -> str:
-    """e.g. 'smollm2-135m-multitask' or 'opt-350m-labeling-poison0.25'."""
-    model = Path(config.model).name if "/" in config.model else config.model
-    tasks = "multitask" if len(config.tasks) > 1 else config.tasks[0]
-    poison = f"-poison{config.poison_rate:g}" if config.poison_rate else ""
-    return config.run_name or f"{model}-{tasks}{poison}"
 
 
 def whole_epoch(epoch: float | None) -> int | None:
@@ -219,7 +149,7 @@ class CheckpointCallback(TrainerCallback):
             control.should_training_stop = True
             self.result.stopped_early_at = epoch
             if self.main:
-                mlflow.set_tag("stopped_early", str(epoch))
+                mlflow.set_tag(schema.STOPPED_EARLY, str(epoch))
 
     def checkpoint(self, epoch: int, model) -> bool:
         """Evaluate, save the adapter, predictions and metrics locally, then log them to a child run.
@@ -237,10 +167,10 @@ class CheckpointCallback(TrainerCallback):
             return distributed.broadcast(None)
         metrics = merged_metrics(evaluations)
         folder = self.outputs.epoch_dir(epoch)
-        model.save_pretrained(folder / "adapter")
-        self.tokenizer.save_pretrained(folder / "adapter")
-        finish_adapter(folder / "adapter", card_facts(self.p, self.outputs.run_id, epoch, metrics))
-        write_predictions(evaluations, folder / "predictions")
+        model.save_pretrained(folder / schema.ADAPTER_DIR)
+        self.tokenizer.save_pretrained(folder / schema.ADAPTER_DIR)
+        finish_adapter(folder / schema.ADAPTER_DIR, card_facts(self.p, self.outputs.run_id, epoch, metrics))
+        write_predictions(evaluations, folder / schema.PREDICTIONS_DIR)
         write_json_atomic(metrics, folder / "metrics.json")  # last: the folder is complete
         self.done.add(epoch)
         child_id = self.sync.log_checkpoint(epoch)
@@ -267,7 +197,7 @@ def _quiet_progress(trainer) -> None:
 
 
 def card_facts(p: Prepared, run_id: str, epoch: int, metrics: dict[str, float]) -> CardFacts:
-    """What the adapter's model card states at checkpoint `epoch` (pipelines.model_card)."""
+    """What the adapter's model card states at checkpoint `epoch` (pipelines.serving.model_card)."""
     cfg = p.config
     training = {"learning rate": f"{cfg.learning_rate:g}", "epochs": str(cfg.epochs),
                 "effective batch": str(cfg.batch_size * cfg.grad_accum), "LoRA r": str(cfg.lora_r),
@@ -355,149 +285,77 @@ def train(config: FinetuneConfig, on_checkpoint: CheckpointHook | None = None,
 
     With `parent_run_id` (or inside an active run) the fine-tune is a nested child run, as a
     sweep's trials are; `run_tags` override the default tags (e.g. role=trial). `resume`: a run
-    id, or 'latest' (pipelines.resume), to continue that run from its last resumable checkpoint.
+    id, or 'latest' (pipelines.runs.resume), to continue that run from its last resumable checkpoint.
 
     Raises TrainingInterrupted after SIGINT/SIGTERM (state saved, run KILLED), and
-    TrackingOutageError when the tracking server stayed away (everything kept on local disk).
+    TrackingOutageError when the tracking server stayed away (everything kept on local disk);
+    pipelines.runs.session says how each ending is recorded.
 
     Under torchrun / accelerate launch every process calls this; rank 0 owns the run and the
-    others follow it (pipelines.distributed). `config.processes` > 1 outside a launcher starts
-    the fine-tune through torchrun (pipelines.launch) and returns what its rank 0 returned.
+    others follow it (pipelines.train.distributed). `config.processes` > 1 outside a launcher starts
+    the fine-tune through torchrun (pipelines.train.launch) and returns what its rank 0 returned.
     """
     if config.processes > 1 and not distributed.launched():
-        from pipelines.launch import launch_train  # deferred: pipelines.launch runs this function
-
         return launch_train(config, on_checkpoint, run_tags, parent_run_id, resume)
-    # -- resolve and validate everything before a run is created
+    # 1. prepare: resolve and validate everything before a run is created
     prepared = prepare(config)
     world = distributed.start(prepared.device)
     if world.main:
         preflight.check_writable(config.output_dir)
         tracking.setup_tracking(config.experiment)
     previous = run_to_resume(prepared, resume) if resume and world.main else None
+    # 2. the base model, checked against the LoRA targets and the free disk space
     set_seed(config.seed)
+    model, tokenizer, targets = _base_model(prepared)
+    if not world.main:
+        return _follow(prepared, model, tokenizer, targets)
+    # 3. open (or reopen) the run; train with checkpoint evaluations inside it; 4. end it
+    with RunSession(config, previous, parent_run_id, default_run_name(config)) as session:
+        result = FinetuneResult(run_id=session.run_id, output_dir=session.outputs.root)
+        _train_run(prepared, model, tokenizer, targets, session, result, on_checkpoint, run_tags)
+        session.completed = result.trained
+    # the run is FINISHED in the store: its resumable state is no longer needed
+    shutil.rmtree(session.outputs.trainer_dir, ignore_errors=True)
+    return result
+
+
+def _base_model(prepared: Prepared) -> tuple[Any, Any, tuple[str, ...]]:
+    """The base model and tokenizer, and the LoRA targets, refused early if they or the disk do not fit."""
+    config = prepared.config
     model, tokenizer = load_model_and_tokenizer(prepared.model_ref.path, prepared.precision, prepared.device)
     targets = config.lora_targets or prepared.model_ref.lora_targets
     preflight.check_lora_targets(model, targets, config.model)
     preflight.check_free_space(config.output_dir, preflight.estimate(
         model, prepared.model_ref.path, targets, config.lora_r, len(config.checkpoint_epochs),
         sum(len(v) for v in prepared.examples.test.values()), config.disk_reserve_mb))
-    if not world.main:
-        return _follow(prepared, model, tokenizer, targets)
-
-    with ExitStack() as stack:
-        if previous is not None:  # refuse before touching the run if another process trains it
-            outputs = _previous_outputs(config, previous)
-            stack.enter_context(outputs.lock())
-        run = _open_run(config, previous, parent_run_id)
-        if previous is None:
-            outputs = RunOutputs.of(config.output_dir, run.info.run_id)
-            stack.enter_context(outputs.lock())
-        stop = stack.enter_context(GracefulStop())
-        result = FinetuneResult(run_id=run.info.run_id, output_dir=outputs.root)
-        sync: RunSync | None = None
-        try:
-            sync = RunSync(outputs)
-            _train_run(prepared, model, tokenizer, targets, sync, result, stop, on_checkpoint, run_tags, previous)
-        except TrackingOutageError as exc:
-            _end(outputs, "FINISHED" if result.trained else "FAILED", server_away=True,
-                 note="the tracking server was unreachable; upload_outputs sends the rest")
-            raise _outage_error(exc, outputs) from exc
-        except (TrainingInterrupted, KeyboardInterrupt) as exc:
-            signum = exc.signum if isinstance(exc, TrainingInterrupted) else (stop.signum or signal.SIGINT)
-            _end(outputs, "KILLED", server_away=_offline(exc, sync), signal=int(signum))
-            raise _interrupted_error(signum, outputs) from None
-        except BaseException as exc:
-            _end(outputs, "FAILED", server_away=_offline(exc, sync))
-            raise
-        if not _end(outputs, "FINISHED"):
-            raise _outage_error(RuntimeError("could not mark the run FINISHED"), outputs)
-    # the run is FINISHED in the store: its resumable state is no longer needed
-    shutil.rmtree(outputs.trainer_dir, ignore_errors=True)
-    return result
+    return model, tokenizer, targets
 
 
-def _end(outputs: RunOutputs, status: str, server_away: bool = False, **info) -> bool:
-    """Record how this session ended locally, then end the runs it opened; False if the store was away."""
-    outputs.write_status(status, **info)
-    return _end_runs_until(outputs.run_id, status, server_away)
-
-
-def _offline(exc: BaseException, sync: RunSync | None) -> bool:
-    """Whether the tracking server is known to be away (ending the run should not wait for it)."""
-    return tracking.is_tracking_outage(exc) or bool(sync and sync.offline)
-
-
-def _outage_error(exc: BaseException, outputs: RunOutputs) -> TrackingOutageError:
-    return TrackingOutageError(
-        f"the tracking server stayed unreachable ({_short(exc)}); nothing is lost: adapters, predictions "
-        f"and metrics are in {outputs.root}; when the server is back, upload them with: {upload_command(outputs)}")
-
-
-def _interrupted_error(signum: int, outputs: RunOutputs) -> TrainingInterrupted:
-    checkpoint = outputs.latest_checkpoint()
-    where = f"epoch {checkpoint.epoch:g}" if checkpoint else "the start (no state saved yet)"
-    return TrainingInterrupted(signum, (
-        f"interrupted by {signal.Signals(signum).name}: run {outputs.run_id} is KILLED; resume it from {where} "
-        f"with: {distributed.command_prefix()} pipelines.finetune --resume {outputs.run_id} "
-        f"--output-dir {outputs.root.parent}"))
-
-
-def _previous_outputs(config: FinetuneConfig, previous: Run) -> RunOutputs:
-    """The resumed run's local folder: under --output-dir, else where the run recorded it (tag
-    `outputs_path`; e.g. the run was started from another folder, or by `mlflow run`, which works
-    in the project folder)."""
-    here = RunOutputs.of(config.output_dir, previous.info.run_id)
-    recorded = previous.data.tags.get("outputs_path")
-    if not here.root.exists() and recorded and Path(recorded).is_dir():
-        log.info("resuming with the local folder the run recorded: %s", recorded)
-        return RunOutputs(Path(recorded))
-    return here
-
-
-def _open_run(config: FinetuneConfig, previous: Run | None, parent_run_id: str | None) -> mlflow.ActiveRun:
-    """A new run (nested under an active or given parent), or `previous` reopened."""
-    if previous is None:
-        outer = mlflow.active_run()
-        return mlflow.start_run(run_name=default_run_name(config), nested=outer is not None,
-                                parent_run_id=parent_run_id, log_system_metrics=config.system_metrics)
-    wrapper = os.environ.get("MLFLOW_RUN_ID")
-    if wrapper and wrapper != previous.info.run_id:
-        # `mlflow run` created a run for this command: make it a pointer to the run it resumes
-        mlflow.MlflowClient().set_tag(wrapper, "role", "resume")
-        mlflow.MlflowClient().set_tag(wrapper, "resumed_run_id", previous.info.run_id)
-    else:
-        mlflow.set_experiment(experiment_id=previous.info.experiment_id)
-    return mlflow.start_run(run_id=previous.info.run_id, log_system_metrics=config.system_metrics)
-
-
-def _train_run(prepared: Prepared, model, tokenizer, targets: tuple[str, ...], sync: RunSync,
-               result: FinetuneResult, stop: GracefulStop, on_checkpoint: CheckpointHook | None,
-               run_tags: dict[str, str] | None, previous: Run | None) -> None:
+def _train_run(prepared: Prepared, model, tokenizer, targets: tuple[str, ...], session: RunSession,
+               result: FinetuneResult, on_checkpoint: CheckpointHook | None, run_tags: dict[str, str] | None) -> None:
     """Everything inside the open run: params, data, LoRA, training with checkpoints, final sync."""
-    config, outputs = prepared.config, sync.outputs
+    config, sync, outputs, previous = prepared.config, session.sync, session.outputs, session.previous
     # -- params, tags, split manifest, dataset inputs (a resumed run keeps those it has)
     params = run_params(prepared)
     tracking.log_params_once(params)
-    mlflow.set_tags({"role": "finetune", "study": config.study, "model": config.model,
-                     "tasks": ",".join(config.tasks), "outputs_path": str(outputs.root),
-                     **config.extra_tags, **(run_tags or {})})
-    tracking.log_json(prepared.manifest, "data/split_manifest.json")
-    tracking.log_json(config_document(config), "config/finetune.yaml")  # --config repeats the run
+    mlflow.set_tags({**schema.run_tags(schema.Role.FINETUNE, config.study, config.model, config.tasks),
+                     schema.OUTPUTS_PATH: str(outputs.root), **config.extra_tags, **(run_tags or {})})
+    tracking.log_json(prepared.manifest, schema.SPLIT_MANIFEST)
+    tracking.log_json(config_document(config), schema.config_artifact("finetune"))  # --config repeats the run
     if prepared.examples.poisoned_ids:
-        tracking.log_json(prepared.examples.poisoned_ids, "data/poisoned_ids.json")
+        tracking.log_json(prepared.examples.poisoned_ids, schema.POISONED_IDS)
     if previous is None or not getattr(previous.inputs, "dataset_inputs", None):
         tracking.log_dataset_inputs(prepared.bundle, prepared.splits)
     sync.write_checkpoint_spec(
         default_run_name(config),
-        {"role": "checkpoint", "study": config.study, "model": config.model, "tasks": ",".join(config.tasks)},
+        schema.run_tags(schema.Role.CHECKPOINT, config.study, config.model, config.tasks),
         {k: params[k] for k in tracking.CHECKPOINT_PARAM_COPIES if k in params})
     sync.log_metrics({k: float(v) for k, v in prepared.examples.counts().items()}, step=0)
 
     # -- resume point: the latest resumable state, and a catch-up of what the store missed
     checkpoint = outputs.latest_checkpoint() if previous is not None else None
     if previous is not None:
-        _note_resume(previous, checkpoint, outputs, result)
+        result.resumed_from_epoch = session.note_resume(checkpoint)
         report = sync.sync_all()
         result.checkpoint_runs.update(report.checkpoint_runs)
         result.metrics.update(outputs.completed_epochs())
@@ -511,7 +369,7 @@ def _train_run(prepared: Prepared, model, tokenizer, targets: tuple[str, ...], s
 
     # -- train, evaluating at each checkpoint epoch
     carry = read_json(checkpoint.path / LOSS_CARRY) if checkpoint and not checkpoint.at_epoch_end else None
-    callback = CheckpointCallback(prepared, tokenizer, sync, outputs, result, on_checkpoint, stop, carry)
+    callback = CheckpointCallback(prepared, tokenizer, sync, outputs, result, on_checkpoint, session.stop, carry)
     seconds = _fit(prepared, peft_model, tokenizer, dataset, callback, checkpoint)
     result.trained = True
 
@@ -579,42 +437,3 @@ def _follow(prepared: Prepared, model, tokenizer, targets: tuple[str, ...]) -> F
     return result
 
 
-def _note_resume(previous: Run, checkpoint: ResumableCheckpoint | None, outputs: RunOutputs,
-                 result: FinetuneResult) -> None:
-    """Tag the reopened run with where it resumed from (and how many times)."""
-    epoch = checkpoint.epoch if checkpoint else 0.0
-    result.resumed_from_epoch = epoch
-    resumes = int(previous.data.tags.get("resumes", "0")) + 1
-    mlflow.set_tags({"resumed_from_epoch": f"{epoch:g}", "resumes": str(resumes)})
-    if checkpoint is None:
-        log.warning("no resumable state in %s: run %s trains again from the start (steps and checkpoints "
-                    "already logged are not logged twice)", outputs.trainer_dir, outputs.run_id)
-    else:
-        log.info("resuming run %s from epoch %g (%s)", outputs.run_id, epoch, checkpoint.path)
-
-
-def _short(exc: BaseException, limit: int = 160) -> str:
-    text = " ".join(str(exc).split())
-    return text if len(text) <= limit else text[:limit] + "..."
-
-
-def _end_runs_until(run_id: str, status: str, server_away: bool = False) -> bool:
-    """End the runs this fine-tune opened (any open child, then `run_id`), leaving outer runs open.
-
-    If the store cannot be reached the run stays as it is there (the local status.json and the
-    upload command set it later); the local stack of active runs is unwound all the same, and
-    the return value is False.
-    """
-    reached = True
-    while (active := mlflow.active_run()) is not None:
-        try:
-            with tracking.few_retries() if server_away else nullcontext():
-                mlflow.end_run(status)
-        except Exception as exc:
-            if not tracking.is_tracking_outage(exc):
-                raise
-            reached = False
-            log.warning("could not mark run %s %s in the tracking store: %s", active.info.run_id, status, _short(exc))
-        if active.info.run_id == run_id:
-            break
-    return reached

@@ -28,14 +28,14 @@ import mlflow
 import optuna
 from optuna.trial import FrozenTrial
 
-from pipelines import tracking
 from pipelines.config import FinetuneConfig
 from pipelines.data.sources import load_data
 from pipelines.redaction import redact_url
-from pipelines.samplers_and_pruners import build_pruner, build_sampler, describe
-from pipelines.search_space import Objective, SweepSpace, SweepSpaceError
-from pipelines.sweep_report import log_summary
-from pipelines.sweep_storage import (
+from pipelines.runs import schema, tracking
+from pipelines.sweeps.report import log_summary
+from pipelines.sweeps.samplers import build_pruner, build_sampler, describe
+from pipelines.sweeps.space import Objective, SweepSpace, SweepSpaceError
+from pipelines.sweeps.storage import (
     StaleTrialHandler,
     StorageOptions,
     fail_stale_trials,
@@ -44,7 +44,7 @@ from pipelines.sweep_storage import (
     worker_attrs,
     worker_id,
 )
-from pipelines.training import FinetuneResult, train
+from pipelines.train.recipe import FinetuneResult, train
 
 log = logging.getLogger(__name__)
 
@@ -178,7 +178,7 @@ class TrialObjective:
         return value
 
     def _tags(self, trial: optuna.Trial) -> dict[str, str]:
-        tags = {"role": "trial", "optuna_study": self.options.study_name, "optuna_state": "RUNNING",
+        tags = {schema.ROLE: schema.Role.TRIAL, schema.OPTUNA_STUDY: self.options.study_name, "optuna_state": "RUNNING",
                 "optuna_trial_number": str(trial.number), "sweep_run_id": self.parent_run_id,
                 "sweep_worker": worker_id(), "objective": self.objective.name}
         retried = trial.study.get_trials(deepcopy=False)[trial.number].system_attrs.get("failed_trial")
@@ -264,7 +264,7 @@ def run_sweep(options: SweepOptions) -> SweepResult:
     with sqlite_schema_lock(tracking.default_tracking_uri()):
         tracking.setup_tracking(options.experiment)
     run = mlflow.start_run(run_name=f"sweep-{options.study_name}", tags={
-        "role": "sweep", "study": options.study_tag, "optuna_study": options.study_name,
+        schema.ROLE: schema.Role.SWEEP, schema.STUDY: options.study_tag, schema.OPTUNA_STUDY: options.study_name,
         "objective": objective.name, "direction": objective.direction, "sweep_worker": worker_id()})
     handler.on_failed = lambda trial: mark_dead_worker_runs(options.study_name, trial)
     trial_objective = TrialObjective(options, objective, run.info.run_id)

@@ -12,11 +12,11 @@ import logging
 
 import torch
 
-from pipelines.constrained import CompiledSlots, TemplateError, compile_slots
-from pipelines.epoch_sampler import EpochSeededTrainer
+from pipelines.infer.constrained import CompiledSlots, TemplateError, compile_slots
 from pipelines.tasks import get_task
 from pipelines.tasks.base import Example, SlotChoices
-from pipelines.training_data import IGNORE_INDEX, TOKEN_WEIGHTS
+from pipelines.train.encoding import IGNORE_INDEX, TOKEN_WEIGHTS
+from pipelines.train.sampler import EpochSeededTrainer
 
 log = logging.getLogger(__name__)
 

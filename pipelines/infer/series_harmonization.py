@@ -6,9 +6,11 @@
    per series; see pipelines.data.dicom_folder) or a CSV/TSV/XLSX table (``file.xlsx#Sheet2``)
    whose description column is given or found by the series-table names;
 2. resolve the adapter (a fine-tune run: its last checkpoint or `epoch`; a checkpoint run; or a
-   local adapter folder) and load it on its base model;
-3. generate greedily once per distinct description, with the harmonization task's prompt, and
-   parse each output with the task's parser;
+   local adapter folder) and load it on its base model (pipelines.infer.loading);
+3. answer once per distinct description, with the harmonization task's prompt, through the same
+   path evaluation scores (pipelines.infer.evaluation.answer_task): constrained decoding by
+   default, so the answer is one of the task's valid answers, or free generation; parse each
+   output with the task's parser;
 4. write the mapping CSV (OUTPUT_COLUMNS) and, unless tracking is off, log it to an MLflow run
    tagged ``role=harmonize``.
 
@@ -29,70 +31,24 @@ from pathlib import Path
 
 import mlflow
 
-from pipelines import tracking
-from pipelines.config import PRECISIONS, ConfigError, flat_params
+from pipelines.config import ConfigError, HarmonizeConfig, check_decoding, flat_params
 from pipelines.data.dicom_folder import scan_dicom_folder
 from pipelines.data.errors import DataError
 from pipelines.data.series_table import DESCRIPTION_COLUMNS
-from pipelines.data.tables import XLSX_SUFFIXES, read_table, split_sheet
-from pipelines.generation import generate
-from pipelines.models import load_model_and_tokenizer, preset_of, resolve_device, resolve_model, resolve_precision
-from pipelines.scoring import AdapterRef, require_store_for, resolve_adapter
+from pipelines.data.tables import TABLE_SUFFIXES, read_table, split_sheet
+from pipelines.infer.evaluation import answer_task
+from pipelines.infer.loading import load_for_inference
+from pipelines.infer.model_evaluation import AdapterRef, require_store_for, resolve_adapter
+from pipelines.models import preset_of, resolve_device, resolve_precision
+from pipelines.runs import schema, tracking
 from pipelines.tasks import get_task
-from pipelines.tasks.base import format_prompt
+from pipelines.tasks.base import Example, format_prompt
 
+TASK = "harmonization"  # the registered task whose prompt, decoding and parser harmonize uses
 log = logging.getLogger(__name__)
 
 OUTPUT_COLUMNS = ("description", "class", "parse_status", "count", "raw_output")
 STATUSES = ("ok", "partial", "failed")
-TABLE_SUFFIXES = (".csv", ".tsv", ".xls", *XLSX_SUFFIXES)
-
-
-@dataclass
-class HarmonizeConfig:
-    """One harmonize job.
-
-    adapter: a fine-tune run id (its last checkpoint, or `epoch`), a checkpoint run id, or a
-    folder holding adapter_config.json. input: a DICOM folder (or one DICOM file) or a table of
-    descriptions; `column` names the description column (default: found by common names).
-    model: the base model; default the one the adapter was trained on (the run's `model` param,
-    else adapter_config.json's base_model_name_or_path). output: the CSV to write; default
-    ``outputs/harmonized-<input name>.csv``. track: log the mapping to an MLflow run.
-    """
-
-    adapter: str = ""
-    input: str = ""
-    column: str = ""
-    output: str = ""
-    epoch: int = 0
-    model: str = ""
-    batch_size: int = 16
-    device: str = "auto"
-    precision: str = "auto"
-    track: bool = True
-    study: str = "default"
-    experiment: str = "clinical-slm"
-    run_name: str = ""
-
-    def __post_init__(self) -> None:
-        if not self.adapter.strip():
-            raise ConfigError("--adapter is required: a fine-tune or checkpoint run id, or an adapter folder")
-        if not self.input.strip():
-            raise ConfigError("--input is required: a folder of DICOM files, or a CSV/TSV/XLSX table")
-        if self.batch_size < 1:
-            raise ConfigError(f"--batch-size must be >= 1, got {self.batch_size}")
-        if self.epoch < 0:
-            raise ConfigError(f"--epoch must be >= 0 (0 = the last checkpoint), got {self.epoch}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"--precision must be one of {PRECISIONS}, got {self.precision!r}")
-
-    def output_path(self) -> Path:
-        """The CSV to write: `output`, else outputs/harmonized-<input name>.csv."""
-        if self.output:
-            return Path(self.output).expanduser()
-        path, sheet = split_sheet(self.input)
-        name = path.stem if path.suffix.lower() in TABLE_SUFFIXES else path.name
-        return Path("outputs") / f"harmonized-{name}{'-' + sheet if sheet else ''}.csv"
 
 
 @dataclass
@@ -174,25 +130,20 @@ def base_model_name(config: HarmonizeConfig, adapter: AdapterRef) -> str:
     return preset_of(base)
 
 
-def load_adapter_model(model_name: str, adapter: AdapterRef, precision: str, device: str):
-    """The base model with the LoRA adapter applied, and its tokenizer."""
-    from peft import PeftModel
-
-    model, tokenizer = load_model_and_tokenizer(resolve_model(model_name).path, precision, device)
-    return PeftModel.from_pretrained(model, adapter.folder), tokenizer
-
-
-def classify(model, tokenizer, descriptions: list[str], batch_size: int) -> list[str]:
-    """The raw harmonization output for each description, in order (greedy, batched)."""
-    task = get_task("harmonization")
-    prompts = [format_prompt(task.directive, d) for d in descriptions]
-    return generate(model, tokenizer, prompts, max_new_tokens=task.max_new_tokens, batch_size=batch_size,
-                    desc="harmonize")
+def classify(model, tokenizer, descriptions: list[str], batch_size: int,
+             decoding: str = "constrained") -> list[str]:
+    """The raw harmonization answer to each description, in order: what evaluation's answer_task
+    gives for the same prompts (decoding "constrained" or "free"; the task's generation budget)."""
+    check_decoding(decoding)
+    task = get_task(TASK)
+    examples = [Example(id=f"{task.name}/{i}", task=task.name, prompt=format_prompt(task.directive, d),
+                        target="", reference=None) for i, d in enumerate(descriptions)]
+    return answer_task(model, tokenizer, task.name, examples, batch_size=batch_size, decoding=decoding)
 
 
 def mapping_rows(items: list[tuple[str, int]], outputs: list[str]) -> list[dict[str, str | int]]:
     """One output row per description; a failed parse keeps its raw output and an empty class."""
-    parse = get_task("harmonization").parse
+    parse = get_task(TASK).parse
     rows = []
     for (description, count), raw in zip(items, outputs, strict=True):
         parsed = parse(raw)
@@ -240,12 +191,14 @@ def harmonize(config: HarmonizeConfig) -> HarmonizeResult:
         # -- model
         model_name = base_model_name(config, adapter)
         log.info("loading base model %s on %s (%s) with the adapter", model_name, device, precision)
-        model, tokenizer = load_adapter_model(model_name, adapter, precision, device)
+        model, tokenizer = load_for_inference(model_name, adapter.folder, precision, device)
 
         # -- classify and parse
-        log.info("classifying %d distinct descriptions (batch %d)", len(found.items), config.batch_size)
+        log.info("classifying %d distinct descriptions (batch %d, %s decoding)", len(found.items),
+                 config.batch_size, config.decoding)
         start = time.perf_counter()
-        outputs = classify(model, tokenizer, [d for d, _ in found.items], config.batch_size)
+        outputs = classify(model, tokenizer, [d for d, _ in found.items], config.batch_size,
+                           decoding=config.decoding)
         seconds = time.perf_counter() - start
     rows = mapping_rows(found.items, outputs)
     counts = status_counts(rows)
@@ -266,15 +219,15 @@ def _log_run(config: HarmonizeConfig, found: Descriptions, result: HarmonizeResu
     import pandas as pd
 
     name = config.run_name or f"harmonize-{Path(split_sheet(config.input)[0]).name}"
-    with mlflow.start_run(run_name=name) as run:
-        # Resolved values under names of their own: under `mlflow run` the options are already
-        # logged as given (shell-quoted, e.g. model="''"), and params cannot be overwritten.
-        params = {**flat_params(config), "base_model": result.model, "input_kind": found.kind,
-                  "input_column": found.column, "source_run": result.adapter.run_id,
-                  "source_epoch": str(result.adapter.epoch), "device": device, "precision": precision,
-                  "decoding": "greedy", "git_commit": tracking.git_commit()}
-        tracking.log_params_once(params)
-        mlflow.set_tags({"role": "harmonize", "study": config.study, "model": result.model})
+    # Resolved values under names of their own: under `mlflow run` the options are already
+    # logged as given (shell-quoted, e.g. model="''"), and params cannot be overwritten.
+    # `decoding` is the config's (one of DECODINGS), as evaluation runs log it.
+    params = {**flat_params(config), "base_model": result.model, "input_kind": found.kind,
+              "input_column": found.column, "source_run": result.adapter.run_id,
+              "source_epoch": str(result.adapter.epoch), "device": device, "precision": precision,
+              "git_commit": tracking.git_commit()}
+    tags = schema.run_tags(schema.Role.HARMONIZE, config.study, result.model, (TASK,))
+    with tracking.scored_run(name, params, tags) as run:
         frame = pd.DataFrame(found.items, columns=["description", "count"])
         with warnings.catch_warnings():  # mlflow's schema hint about integer columns
             warnings.simplefilter("ignore", UserWarning)
@@ -290,7 +243,7 @@ def _log_run(config: HarmonizeConfig, found: Descriptions, result: HarmonizeResu
             "perf/harmonize_seconds": seconds,
         })
         mlflow.log_artifact(str(result.output), "harmonize")
-        tracking.log_prediction_tables({"harmonization": result.rows}, run.info.run_id)
+        tracking.log_prediction_tables({TASK: result.rows}, run.info.run_id)
         tracking.log_json({"config": asdict(config), "counts": result.counts}, "harmonize/summary.json")
         log.info("harmonize run %s", run.info.run_id)
         return run.info.run_id

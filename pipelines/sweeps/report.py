@@ -15,9 +15,9 @@ import mlflow
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from pipelines import tracking
 from pipelines.config import FinetuneConfig
-from pipelines.search_space import SweepSpace
+from pipelines.runs import tracking
+from pipelines.sweeps.space import SweepSpace
 
 log = logging.getLogger(__name__)
 

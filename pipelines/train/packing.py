@@ -27,7 +27,7 @@ from transformers import AttentionInterface, AttentionMaskInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import sdpa_mask
 
-from pipelines.training_data import IGNORE_INDEX, TOKEN_WEIGHTS, ResponseOnlyCollator
+from pipelines.train.encoding import IGNORE_INDEX, TOKEN_WEIGHTS, ResponseOnlyCollator
 
 log = logging.getLogger(__name__)
 

@@ -144,7 +144,7 @@ def answer(model, tokenizer, model_input: Any, served: Sequence[str], *, batch_s
     max_new_tokens caps each task's own generation budget (0 = the task's budget) and decoding
     is "constrained" or "free", as in evaluation.
     """
-    from pipelines import generation
+    from pipelines.infer import generation
     from pipelines.tasks import get_task
     from pipelines.tasks.base import format_prompt
 
@@ -171,17 +171,9 @@ def answer(model, tokenizer, model_input: Any, served: Sequence[str], *, batch_s
 def load_assistant(base_model: Path, adapter: Path, device: str = "auto", precision: str = "auto",
                    merge: bool = False):
     """The base model with the LoRA adapter applied, and its tokenizer, ready for generation."""
-    from peft import PeftModel
+    from pipelines.infer.loading import load_for_inference
 
-    from pipelines.models import load_model_and_tokenizer, resolve_device, resolve_precision
-
-    device = resolve_device(device)
-    model, tokenizer = load_model_and_tokenizer(base_model, resolve_precision(precision, device), device)
-    model = PeftModel.from_pretrained(model, adapter)
-    if merge:
-        model = model.merge_and_unload()
-    model.eval()
-    return model, tokenizer
+    return load_for_inference(Path(base_model), adapter, precision, device, merge=merge)
 
 
 class ClinicalAssistant(mlflow.pyfunc.PythonModel):

@@ -10,13 +10,14 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 
-from pipelines import tracking
 from pipelines.config import ConfigError, EvaluateConfig, config_document
+from pipelines.data.examples import build_test_examples
 from pipelines.data.sources import load_data
 from pipelines.data.split import manifest, split_bundle
-from pipelines.evaluation import evaluate_all, merged_metrics
-from pipelines.examples import build_test_examples
-from pipelines.models import load_model_and_tokenizer, resolve_device, resolve_model, resolve_precision
+from pipelines.infer.evaluation import evaluate_all, merged_metrics
+from pipelines.infer.loading import load_for_inference
+from pipelines.models import resolve_device, resolve_precision
+from pipelines.runs import schema, tracking
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,8 @@ def _checkpoint_run(run, epoch: int):
     """The checkpoint child of a fine-tune run: the given epoch, or the last one."""
     children = mlflow.search_runs(
         experiment_ids=[run.info.experiment_id], output_format="list",
-        filter_string=f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.role = 'checkpoint'",
+        filter_string=(f"tags.mlflow.parentRunId = '{run.info.run_id}' "
+                       f"and tags.{schema.ROLE} = '{schema.Role.CHECKPOINT}'"),
     )
     by_epoch = {int(c.data.params["epoch"]): c for c in children if "epoch" in c.data.params}
     if not by_epoch:
@@ -69,9 +71,10 @@ def resolve_adapter(ref: str, epoch: int, scratch: Path) -> AdapterRef:
     except MlflowException:
         raise ConfigError(f"--adapter {ref!r} is neither a folder nor a run id in {mlflow.get_tracking_uri()}") \
             from None
-    if run.data.tags.get("role") == "finetune":
+    if run.data.tags.get(schema.ROLE) == schema.Role.FINETUNE:
         run = _checkpoint_run(run, epoch)
-    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path="adapter", dst_path=str(scratch))
+    local = mlflow.artifacts.download_artifacts(run_id=run.info.run_id, artifact_path=schema.ADAPTER_DIR,
+                                                dst_path=str(scratch))
     return AdapterRef(Path(local), run.info.run_id, int(run.data.params.get("epoch", 0)), run.data.params["model"])
 
 
@@ -89,27 +92,21 @@ def evaluate_model(config: EvaluateConfig) -> str:
     with tempfile.TemporaryDirectory(prefix="adapter-") as scratch:
         adapter = resolve_adapter(config.adapter, config.epoch, Path(scratch))
         model_name = adapter.model or config.model
-        model, tokenizer = load_model_and_tokenizer(resolve_model(model_name).path, precision, device)
-        if adapter.folder:
-            from peft import PeftModel
-
-            model = PeftModel.from_pretrained(model, adapter.folder)
+        model, tokenizer = load_for_inference(model_name, adapter.folder, precision, device)
         kind = "adapter" if adapter.folder else "zero-shot"
         name = config.run_name or f"eval-{model_name}-{kind}-{config.split}"
-        with mlflow.start_run(run_name=name) as run:
-            params = {**config.as_params(), "model": model_name, "data_fingerprint": bundle.fingerprint(),
-                      "source_run": adapter.run_id, "source_epoch": str(adapter.epoch), "device": device,
-                      "precision": precision, "git_commit": tracking.git_commit()}
-            tracking.log_params_once(params)
-            mlflow.set_tags({"role": "evaluation", "study": config.study, "model": model_name,
-                             "tasks": ",".join(config.tasks), "evaluation": kind})
-            tracking.log_json(manifest(bundle, splits, config.split_seed), "data/split_manifest.json")
-            tracking.log_json(config_document(config), "config/evaluate.yaml")  # --config repeats it
+        params = {**config.as_params(), "model": model_name, "data_fingerprint": bundle.fingerprint(),
+                  "source_run": adapter.run_id, "source_epoch": str(adapter.epoch), "device": device,
+                  "precision": precision, "git_commit": tracking.git_commit()}
+        tags = schema.run_tags(schema.Role.EVALUATION, config.study, model_name, config.tasks,
+                               **{schema.EVALUATION_KIND: kind})
+        with tracking.scored_run(name, params, tags, manifest=manifest(bundle, splits, config.split_seed),
+                                 config=config_document(config), entry_point="evaluate") as run:
             evaluations = evaluate_all(model, tokenizer, test, batch_size=config.eval_batch_size,
                                        max_seq_length=config.max_seq_length,
                                        max_new_tokens=config.max_new_tokens, decoding=config.decoding)
-            tracking.log_metrics_at(merged_metrics(evaluations), step=adapter.epoch)
-            tracking.log_predictions({task_name: ev.predictions for task_name, ev in evaluations.items()})
+            predictions = {task_name: ev.predictions for task_name, ev in evaluations.items()}
+            tracking.log_scores(merged_metrics(evaluations), predictions, step=adapter.epoch)
             log.info("evaluation run %s: %s", run.info.run_id,
                      json.dumps({k: round(v, 4) for k, v in merged_metrics(evaluations).items() if k.count("/") == 1}))
             return run.info.run_id

@@ -2,7 +2,7 @@
 
 `train(config)` with `config.processes` > 1 comes here: `finetune --processes N`, a study run
 with `processes: N`, a sweep's trials with `--processes N`. torchrun runs
-`python -m pipelines.launch FOLDER` N times; every rank calls train() on the request in FOLDER,
+`python -m pipelines.train.rank FOLDER` N times; every rank calls train() on the request in FOLDER,
 and rank 0 writes back what it returned, or how it failed. The checkpoint hook (a sweep's
 pruner) stays in this process: rank 0 writes each evaluation's metrics to FOLDER and waits for
 the answer. SIGINT/SIGTERM here are passed on to torchrun once, which passes them to the ranks.
@@ -10,8 +10,6 @@ the answer. SIGINT/SIGTERM here are passed on to torchrun once, which passes the
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -23,12 +21,12 @@ from typing import Any
 
 import mlflow
 
-from pipelines import distributed
 from pipelines.config import FinetuneConfig
-from pipelines.run_outputs import read_json, write_json_atomic
-from pipelines.run_signals import GracefulStop, TrainingInterrupted
-from pipelines.store_sync import TrackingOutageError
-from pipelines.training import CheckpointHook, FinetuneResult, train
+from pipelines.runs.outputs import read_json, write_json_atomic
+from pipelines.runs.signals import GracefulStop, TrainingInterrupted
+from pipelines.runs.sync import TrackingOutageError
+from pipelines.train import distributed
+from pipelines.train.prepare import CheckpointHook, FinetuneResult
 
 REQUEST, RESULT = "request.json", "result.json"
 POLL_S = 0.2
@@ -38,7 +36,7 @@ STOP_WAIT_S = 60  # after a second signal: how long torchrun gets to end the ran
 def launch_command(processes: int, folder: Path) -> list[str]:
     """torchrun (as `python -m torch.distributed.run`, the same interpreter) on one machine."""
     return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}",
-            "-m", "pipelines.launch", str(folder)]
+            "-m", "pipelines.train.rank", str(folder)]
 
 
 def launch_train(config: FinetuneConfig, on_checkpoint: CheckpointHook | None = None,
@@ -107,7 +105,7 @@ def _result(record: dict[str, Any] | None, code: int, config: FinetuneConfig) ->
         trained=fields["trained"])
 
 
-def _ask(folder: Path):
+def ask_launcher(folder: Path):
     """Rank 0's checkpoint hook: the question goes to the launching process, which answers it."""
     def hook(run_id: str, epoch: int, metrics: dict[str, float]) -> bool:
         answer = folder / f"answer-{epoch}.json"
@@ -118,34 +116,3 @@ def _ask(folder: Path):
         return bool(reply["stop"])
 
     return hook
-
-
-def run_request(folder: Path) -> int:
-    """One rank: train() the request in `folder`; rank 0 writes the outcome there. Exit status as finetune's."""
-    from pipelines.finetune import EXIT_TRACKING_OUTAGE  # the entry point's exit codes
-    request = read_json(folder / REQUEST)
-    values = request["config"]
-    config = FinetuneConfig(**{**values, "lora_targets": tuple(values["lora_targets"])})
-    main = distributed.world().main
-    try:
-        result = train(config, on_checkpoint=_ask(folder) if request["hook"] else None,
-                       run_tags=request["run_tags"], parent_run_id=request["parent_run_id"], resume=request["resume"])
-        outcome: dict[str, Any] = {"result": {**dataclasses.asdict(result), "output_dir": str(result.output_dir)}}
-        code = 0
-    except TrainingInterrupted as exc:
-        outcome, code = {"failure": "interrupted", "signum": exc.signum, "message": str(exc)}, exc.exit_code
-    except TrackingOutageError as exc:
-        outcome, code = {"failure": "outage", "message": str(exc)}, EXIT_TRACKING_OUTAGE
-    except (ValueError, RuntimeError) as exc:
-        failure = "ValueError" if isinstance(exc, ValueError) else "RuntimeError"
-        outcome, code = {"failure": failure, "message": str(exc)}, 2
-    if main:
-        write_json_atomic(json.loads(json.dumps(outcome, default=str)), folder / RESULT)
-    return code
-
-
-if __name__ == "__main__":
-    from pipelines.cli import setup_logging
-
-    setup_logging()
-    sys.exit(run_request(Path(sys.argv[1])))

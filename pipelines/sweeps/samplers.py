@@ -13,7 +13,7 @@ from typing import Any
 import optuna
 
 from pipelines.registry import Registry
-from pipelines.search_space import SweepSpaceError
+from pipelines.sweeps.space import SweepSpaceError
 
 SAMPLERS: Registry[type[optuna.samplers.BaseSampler]] = Registry("sampler")
 PRUNERS: Registry[type[optuna.pruners.BasePruner]] = Registry("pruner")

@@ -19,9 +19,10 @@ from mlflow.exceptions import MlflowException
 
 from pipelines.cli import parse_bool
 from pipelines.config import ConfigError, FinetuneConfig
+from pipelines.runs import schema
 
 if TYPE_CHECKING:
-    from pipelines.training import Prepared
+    from pipelines.train.prepare import Prepared
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ def find_latest(prepared: Prepared) -> Run | None:
     if experiment_id is None:
         return None
     wrapper = os.environ.get("MLFLOW_RUN_ID")  # the run `mlflow run` just created for this command
-    runs = MlflowClient().search_runs([experiment_id], filter_string="tags.role = 'finetune'",
+    runs = MlflowClient().search_runs([experiment_id], filter_string=f"tags.{schema.ROLE} = '{schema.Role.FINETUNE}'",
                                       order_by=["attributes.start_time DESC"], max_results=500)
     for run in runs:
         if run.info.status != "FINISHED" and run.info.run_id != wrapper and not differences(prepared, run):
@@ -108,10 +109,10 @@ def run_to_resume(prepared: Prepared, resume: str) -> Run | None:
                      prepared.config.experiment)
         return run
     run = get_run(resume)
-    role = run.data.tags.get("role")
+    role = run.data.tags.get(schema.ROLE)
     if run.info.lifecycle_stage != "active":
         raise ConfigError(f"--resume {resume}: the run is deleted; restore it (mlflow runs restore) or start anew")
-    if role != "finetune":
+    if role != schema.Role.FINETUNE:
         raise ConfigError(f"--resume {resume}: it is a {role or 'untagged'} run, not a fine-tune (tag role=finetune)")
     if run.info.status == "FINISHED":
         raise ConfigError(f"--resume {resume}: the run is already FINISHED; nothing to resume")

@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from pipelines.padding import pad_rows
 from pipelines.tasks.base import ScoredCandidates, SlotChoices
-from pipelines.training_data import encode_prompt, fit_prompt
+from pipelines.train.encoding import encode_prompt, fit_prompt
 
 
 class TemplateError(ValueError):

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 
 from pipelines.config import ConfigError
-from pipelines.evaluation import TaskEvaluation, answer_task, evaluate_all, score_outputs
+from pipelines.infer.evaluation import TaskEvaluation, answer_task, evaluate_all, score_outputs
 
 T = TypeVar("T")
 TIMEOUT = datetime.timedelta(minutes=60)  # a rank waits this long for the others (e.g. a long evaluation)

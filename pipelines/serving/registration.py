@@ -16,10 +16,10 @@ import mlflow
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from pipelines import tracking
-from pipelines.assistant_model import ADAPTER_ARTIFACT, BASE_MODEL_ARTIFACT, OUTPUT_COLUMNS
 from pipelines.config import ConfigError, check_decoding, flat_params
-from pipelines.evaluation import headline_score
+from pipelines.infer.evaluation import headline_score
+from pipelines.runs import schema, tracking
+from pipelines.serving.assistant_model import ADAPTER_ARTIFACT, BASE_MODEL_ARTIFACT, OUTPUT_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def select_checkpoint(config: RegisterConfig) -> Selection:
             raise ConfigError(f"--run {config.run!r} is not a run in {mlflow.get_tracking_uri()}") from None
     else:
         run = latest_multitask_finetune(config.experiment)
-    if run.data.tags.get("role") == "checkpoint":
+    if run.data.tags.get(schema.ROLE) == schema.Role.CHECKPOINT:
         epoch = int(run.data.params.get("epoch", 0))
         if config.epoch and config.epoch != epoch:
             raise ConfigError(f"run {run.info.run_id} is the epoch-{epoch} checkpoint, not epoch "
@@ -256,7 +256,7 @@ def describe(selection: Selection, metrics: dict[str, float], base_model: str) -
     return "\n".join(lines)
 
 
-def headline_metrics(run: Run) -> dict[str, float]:
+def task_metrics(run: Run) -> dict[str, float]:
     """The checkpoint's per-task metrics (`<task>/<metric>`, not per-label or perf figures)."""
     return {k: v for k, v in run.data.metrics.items()
             if k.count("/") == 1 and not k.startswith(("perf/", "train/"))}
@@ -303,7 +303,7 @@ def log_assistant(selection: Selection, config: RegisterConfig, source: dict[str
     base = stage_base_model(source["base_model"], source["weights_dtype"], scratch / BASE_MODEL_ARTIFACT)
     return mlflow.pyfunc.log_model(
         name="assistant",
-        python_model=str(package / "assistant_code.py"),
+        python_model=str(package / "serving" / "assistant_code.py"),
         artifacts={BASE_MODEL_ARTIFACT: str(base), ADAPTER_ARTIFACT: adapter},
         code_paths=[str(package)],
         signature=signature(),
@@ -311,7 +311,7 @@ def log_assistant(selection: Selection, config: RegisterConfig, source: dict[str
         pip_requirements=pip_requirements(),
         model_config=serving_config(selection, config),
         params=source,
-        tags={"role": "assistant"},
+        tags={schema.ROLE: schema.Role.ASSISTANT},
     )
 
 
@@ -342,14 +342,14 @@ def register(config: RegisterConfig) -> Registered:
     tracking.setup_tracking(config.experiment, must_exist=True)  # it picks a logged fine-tune
     selection = select_checkpoint(config)
     source = provenance(selection, config)
-    metrics = headline_metrics(selection.checkpoint)
+    metrics = task_metrics(selection.checkpoint)
     log.info("registering %s epoch %d (%s = %s) as %s@%s", selection.finetune.info.run_id, selection.epoch,
              selection.metric, selection.value, config.name, config.alias)
     with tracking.scratch_dir("assistant-") as scratch, \
             mlflow.start_run(run_name=f"register-{config.name}") as run:
         tracking.log_params_once({**config.as_params(), **source, "git_commit": tracking.git_commit()})
-        mlflow.set_tags({"role": "registration", "study": source["study"], "model": source["base_model"],
-                         "tasks": source["tasks"]})
+        mlflow.set_tags(schema.run_tags(schema.Role.REGISTRATION, source["study"], source["base_model"],
+                                        source["tasks"]))
         info = log_assistant(selection, config, source, scratch)
         if metrics:
             mlflow.log_metrics(metrics, step=selection.epoch, model_id=info.model_id)

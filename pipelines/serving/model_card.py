@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipelines.evaluation import HEADLINE
+from pipelines.infer.evaluation import HEADLINE
 from pipelines.models import hub_id
 from pipelines.tasks import get_task
 

@@ -18,6 +18,7 @@ import mlflow
 
 from pipelines.data.records import DataBundle
 from pipelines.data.split import Split
+from pipelines.runs import schema
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +280,7 @@ def delete_when_ended(run_id: str) -> None:
 def _start_reaper(run_id: str) -> None:
     import sys
 
-    subprocess.Popen([sys.executable, "-c", f"from pipelines.tracking import reap_run; reap_run({run_id!r})"],
+    subprocess.Popen([sys.executable, "-c", f"from pipelines.runs.tracking import reap_run; reap_run({run_id!r})"],
                      stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                      start_new_session=True)
 
@@ -439,7 +440,7 @@ def prediction_table(records: list[dict[str, Any]]):
 
 def table_file(task: str) -> str:
     """Where a task's predictions table goes, beside predictions/<task>.jsonl (which analysis reads)."""
-    return f"predictions/{task}.json"
+    return schema.predictions_table(task)
 
 
 def log_prediction_tables(records_by_task: dict[str, list[dict[str, Any]]], run_id: str,
@@ -447,7 +448,7 @@ def log_prediction_tables(records_by_task: dict[str, list[dict[str, Any]]], run_
     """Each task's predictions as an MLflow table (the UI's Evaluation view and mlflow.load_table read
     it); skipped where the run has the table already: log_table appends to an existing one."""
     client = client or mlflow.MlflowClient()
-    have = {a.path for a in client.list_artifacts(run_id, "predictions")}
+    have = {a.path for a in client.list_artifacts(run_id, schema.PREDICTIONS_DIR)}
     for task, records in records_by_task.items():
         if table_file(task) not in have and records:
             client.log_table(run_id, prediction_table(records), table_file(task))
@@ -458,8 +459,30 @@ def log_predictions(records_by_task: dict[str, list[dict[str, Any]]]) -> None:
     with scratch_dir("predictions-") as folder:
         for task, records in records_by_task.items():
             write_jsonl(records, folder / f"{task}.jsonl")
-        log_folder(folder, "predictions")
+        log_folder(folder, schema.PREDICTIONS_DIR)
     log_prediction_tables(records_by_task, mlflow.active_run().info.run_id)
+
+
+@contextmanager
+def scored_run(run_name: str, params: dict[str, Any], tags: dict[str, str], *, manifest: dict | None = None,
+               config: dict[str, Any] | None = None, entry_point: str = "") -> Iterator[mlflow.ActiveRun]:
+    """Open the run of a model scored on a split (evaluate, baseline, harmonize): its params, tags
+    (schema.run_tags), split manifest and resolved config (`--config` repeats it) logged first;
+    nested when a run is active (a study's or a sweep's)."""
+    with mlflow.start_run(run_name=run_name, nested=mlflow.active_run() is not None) as run:
+        log_params_once(params)
+        mlflow.set_tags(tags)
+        if manifest is not None:
+            log_json(manifest, schema.SPLIT_MANIFEST)
+        if config is not None:
+            log_json(config, schema.config_artifact(entry_point))
+        yield run
+
+
+def log_scores(metrics: dict[str, float], records_by_task: dict[str, list[dict[str, Any]]], step: int) -> None:
+    """A scored run's results: the metrics at `step` and each task's prediction records."""
+    log_metrics_at(metrics, step=step)
+    log_predictions(records_by_task)
 
 
 def write_jsonl(records: list[dict[str, Any]], path: Path) -> Path:

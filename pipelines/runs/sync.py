@@ -1,4 +1,4 @@
-"""Send a fine-tune's local record (pipelines.run_outputs) to MLflow, at most once per point.
+"""Send a fine-tune's local record (pipelines.runs.outputs) to MLflow, at most once per point.
 
 Every metric point is appended to the local journal before it is sent, and each checkpoint
 epoch is complete on disk before its child run is created. Sending skips what the store already
@@ -18,8 +18,8 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, Run
 
-from pipelines import tracking
-from pipelines.run_outputs import RunOutputs, read_json, read_jsonl, write_json_atomic
+from pipelines.runs import schema, tracking
+from pipelines.runs.outputs import RunOutputs, read_json, read_jsonl, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,9 @@ CHECKPOINT_SPEC = "checkpoint_run.json"
 CONTEXT_TAGS = ("mlflow.user", "mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit",
                 "mlflow.source.git.branch")
 PROBE_EVERY_S = 30.0  # while offline, how often to check whether the server is back
+
+
+EXIT_TRACKING_OUTAGE = 75  # EX_TEMPFAIL: try again later (here: upload later)
 
 
 class TrackingOutageError(RuntimeError):
@@ -50,7 +53,8 @@ def checkpoint_children(client: MlflowClient, run: Run) -> dict[int, Run]:
     """The checkpoint child runs of `run` by epoch (the first one found for an epoch)."""
     children = client.search_runs(
         [run.info.experiment_id],
-        filter_string=f"tags.`mlflow.parentRunId` = '{run.info.run_id}' and tags.role = 'checkpoint'",
+        filter_string=(f"tags.`mlflow.parentRunId` = '{run.info.run_id}' "
+                       f"and tags.{schema.ROLE} = '{schema.Role.CHECKPOINT}'"),
         max_results=10000,
     )
     by_epoch: dict[int, Run] = {}
@@ -179,9 +183,9 @@ class RunSync:
             if new_metrics:
                 self.client.log_batch(child_id, metrics=new_metrics)
             folder = self.outputs.epoch_dir(epoch)
-            for part in ("adapter", "predictions"):
+            for part in (schema.ADAPTER_DIR, schema.PREDICTIONS_DIR):
                 self.client.log_artifacts(child_id, str(folder / part), part)
-            tables = {p.stem: read_jsonl(p) for p in sorted((folder / "predictions").glob("*.jsonl"))}
+            tables = {p.stem: read_jsonl(p) for p in sorted((folder / schema.PREDICTIONS_DIR).glob("*.jsonl"))}
             tracking.log_prediction_tables(tables, child_id, self.client)
             self.client.set_terminated(child_id, "FINISHED")
         except BaseException as exc:

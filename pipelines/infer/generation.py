@@ -7,10 +7,10 @@ from collections.abc import Sequence
 import torch
 from tqdm.auto import tqdm
 
-from pipelines.constrained import decode_constrained
+from pipelines.infer.constrained import decode_constrained
 from pipelines.padding import pad_rows
 from pipelines.tasks.base import Task
-from pipelines.training_data import MAX_SEQ_LENGTH, encode_prompt, fit_prompt, prompt_budget
+from pipelines.train.encoding import MAX_SEQ_LENGTH, encode_prompt, fit_prompt, prompt_budget
 
 
 @torch.no_grad()

@@ -2,6 +2,6 @@
 this file instead of a pickled object, and loading it runs `set_model` below."""
 from mlflow.models import set_model
 
-from pipelines.assistant_model import ClinicalAssistant
+from pipelines.serving.assistant_model import ClinicalAssistant
 
 set_model(ClinicalAssistant())

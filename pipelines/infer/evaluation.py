@@ -6,10 +6,10 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from pipelines.generation import complete
-from pipelines.tasks import get_task
+from pipelines.infer.generation import complete
+from pipelines.tasks import get_task, headline_metric_keys
 from pipelines.tasks.base import RESPONSE_MARKER, Example
-from pipelines.training_data import MAX_SEQ_LENGTH
+from pipelines.train.encoding import MAX_SEQ_LENGTH
 
 INPUT_HEADER = "### Input:\n"
 
@@ -95,7 +95,6 @@ def evaluate_all(model, tokenizer, test: dict[str, list[Example]], **kwargs) -> 
     return {name: evaluate_task(model, tokenizer, name, ex, **kwargs) for name, ex in test.items()}
 
 
-HEADLINE_SUFFIXES = ("f1_macro", "accuracy", "rougeL", "bleu")
 # One figure per evaluated model, the runs table's first metric (docs/metrics.md): the mean over
 # the tasks scored of each task's headline metric (labeling f1_macro, harmonization accuracy,
 # impression rougeL), every one on a 0-1 scale, higher is better.
@@ -104,8 +103,8 @@ HEADLINE = "headline"
 
 def headline_metrics(metrics: dict[str, float]) -> dict[str, float]:
     """`headline` and the `<task>/<metric>` headline figures of a metrics dict, rounded for printing."""
-    return {k: round(v, 4) for k, v in metrics.items()
-            if k == HEADLINE or (k.endswith(HEADLINE_SUFFIXES) and k.count("/") == 1)}
+    wanted = {HEADLINE, *headline_metric_keys()}
+    return {k: round(v, 4) for k, v in metrics.items() if k in wanted}
 
 
 def headline_score(metrics: dict[str, float], tasks) -> float | None:
