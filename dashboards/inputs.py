@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import optuna
 import pandas as pd
@@ -20,6 +19,7 @@ from mlflow import MlflowClient
 
 from analysis.runs import PredictionStore
 from pipelines.runs import schema
+from pipelines.sweeps.storage import open_existing_storage
 
 log = logging.getLogger(__name__)
 
@@ -211,28 +211,12 @@ def load_sweep(name: str, run_ids: list[str], storage: str) -> SweepStudy:
         entry.problem = f"the logged storage {storage} hides its password; pass --sweep-storage URL"
         return entry
     try:
-        entry.study = optuna.load_study(study_name=name, storage=_open_storage(storage))
+        entry.study = optuna.load_study(study_name=name, storage=open_existing_storage(storage))
     except (FileNotFoundError, KeyError, ValueError, RuntimeError, ImportError, OSError) as err:
         entry.problem = f"cannot open it from {storage}: {err}"
     except Exception as err:  # e.g. a database driver's own connection error
         entry.problem = f"cannot open it from {storage}: {err.__class__.__name__}: {err}"
     return entry
-
-
-def _open_storage(storage: str):
-    scheme = urlsplit(storage).scheme if "://" in storage else ""
-    if not scheme:
-        path = Path(storage).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"journal file {path} not found from {Path.cwd()} (pass --sweep-storage PATH)")
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
-    if scheme == "sqlite":
-        path = Path(storage[len("sqlite:///") :])
-        if not path.is_file():
-            raise FileNotFoundError(f"SQLite file {path} not found (pass --sweep-storage URL)")
-    return storage
 
 
 # ---------------------------------------------------------------- reader study

@@ -67,9 +67,7 @@ def prepare_baseline(config: BaselineConfig) -> PreparedBaseline:
 
 def build_requests(p: PreparedBaseline, task: str) -> list[ChatRequest]:
     """One user message per test example, from the task's template and the example's input."""
-    cap = p.config.max_new_tokens
-    budget = get_task(task).max_new_tokens
-    budget = min(budget, cap) if cap else budget
+    budget = get_task(task).generation_budget(p.config.max_new_tokens)
     template = p.templates[task]
     requests = []
     for e in p.test[task]:

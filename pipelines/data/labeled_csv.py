@@ -116,12 +116,7 @@ def load_labeled_csv(spec: SourceSpec) -> DataBundle:
     counts: Counter[str] = Counter()
     records = []
     for row in table.rows:
-        report_id = table.value(row, id_column, required=True)
-        if report_id in first_row:
-            raise table.error(
-                f"duplicate id {report_id!r} (first at data row {first_row[report_id]})", row, id_column
-            )
-        first_row[report_id] = row.number
+        report_id = table.unique_id(row, id_column, first_row)
         text = table.value(row, text_column, required=True)
         if label_set is None:
             labels, disagrees = row_labels(table, row, label_columns, policy)

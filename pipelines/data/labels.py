@@ -176,12 +176,7 @@ def read_labels(path_text: str | Path, id_column: str, policy: LabelPolicy) -> L
     result = LabelSet(path, {})
     first_row: dict[str, int] = {}
     for row in table.rows:
-        report_id = table.value(row, id_name, required=True)
-        if report_id in first_row:
-            raise table.error(
-                f"duplicate id {report_id!r} (first at data row {first_row[report_id]})", row, id_name
-            )
-        first_row[report_id] = row.number
+        report_id = table.unique_id(row, id_name, first_row)
         labels, disagrees = row_labels(table, row, columns, policy)
         result.labels[report_id] = labels
         result.disagreements += disagrees

@@ -103,6 +103,15 @@ class Table:
             raise self.error("empty value", row, column)
         return text
 
+    def unique_id(self, row: TableRow, column: str, first_row: dict[str, int]) -> str:
+        """The row's id in `column` (required); an id seen before is a DataError naming its first
+        data row. `first_row` (id -> data row) is filled as the rows are read."""
+        value = self.value(row, column, required=True)
+        if value in first_row:
+            raise self.error(f"duplicate id {value!r} (first at data row {first_row[value]})", row, column)
+        first_row[value] = row.number
+        return value
+
 
 def column_key(name: str) -> str:
     """Header name reduced to lower-case letters and digits: 'Series_Description' -> 'seriesdescription'."""

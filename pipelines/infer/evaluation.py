@@ -51,7 +51,7 @@ def answer_task(
 ) -> list[str]:
     """The model's raw answer to each example (what evaluate_task scores)."""
     task = get_task(task_name)
-    budget = min(task.max_new_tokens, max_new_tokens) if max_new_tokens else task.max_new_tokens
+    budget = task.generation_budget(max_new_tokens)
     prompts = [e.prompt for e in examples]
     return complete(
         model, tokenizer, task, prompts, [input_text(p) for p in prompts], decoding=decoding,

@@ -157,7 +157,7 @@ def answer(model, tokenizer, model_input: Any, served: Sequence[str], *, batch_s
             continue
         task = get_task(task_name)
         prompts = [format_prompt(task.directive, requests[i].text) for i in rows]
-        budget = min(task.max_new_tokens, max_new_tokens) if max_new_tokens else task.max_new_tokens
+        budget = task.generation_budget(max_new_tokens)
         outputs = generation.complete(model, tokenizer, task, prompts, [requests[i].text for i in rows],
                                       decoding=decoding, max_new_tokens=budget, batch_size=batch_size,
                                       max_seq_length=max_seq_length, desc=f"serve {task_name}")

@@ -136,8 +136,7 @@ def _tokens(text: str) -> int:
 
 
 def _budget(task: str, cap: int) -> int:
-    budget = get_task(task).max_new_tokens
-    return min(budget, cap) if cap else budget
+    return get_task(task).generation_budget(cap)
 
 
 def estimate_cost(run: StudyRun) -> Cost:

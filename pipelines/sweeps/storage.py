@@ -122,22 +122,30 @@ class StaleTrialHandler:
             self.retry(study, trial)
 
 
-def open_storage(options: StorageOptions, handler: StaleTrialHandler) -> BaseStorage:
-    """The Optuna storage named by `options.url`."""
-    kind = storage_kind(options.url)
+def _journal_or_proxy(url: str, kind: str) -> BaseStorage | None:
+    """A journal (file or Redis) or gRPC proxy storage for `url`; None for a database URL."""
     if kind == "journal-file":
         from optuna.storages.journal import JournalFileBackend
 
-        path = Path(options.url)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        return optuna.storages.JournalStorage(JournalFileBackend(str(Path(url).expanduser())))
     if kind == "journal-redis":
         from optuna.storages.journal import JournalRedisBackend
 
-        return optuna.storages.JournalStorage(JournalRedisBackend(options.url))
+        return optuna.storages.JournalStorage(JournalRedisBackend(url))
     if kind == "grpc":
-        parts = urlsplit(options.url)
+        parts = urlsplit(url)
         return optuna.storages.GrpcStorageProxy(host=parts.hostname or "localhost", port=parts.port or 13000)
+    return None
+
+
+def open_storage(options: StorageOptions, handler: StaleTrialHandler) -> BaseStorage:
+    """The Optuna storage named by `options.url`, for a sweep (created if new, with heartbeats)."""
+    kind = storage_kind(options.url)
+    if kind == "journal-file":
+        Path(options.url).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    storage = _journal_or_proxy(options.url, kind)
+    if storage is not None:
+        return storage
     with warnings.catch_warnings(), sqlite_schema_lock(options.url):
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.storages.RDBStorage(
@@ -146,6 +154,18 @@ def open_storage(options: StorageOptions, handler: StaleTrialHandler) -> BaseSto
             grace_period=options.grace_period,
             heartbeat_stale_trial_callback=handler,
         )
+
+
+def open_existing_storage(url: str) -> BaseStorage | str:
+    """The storage named by `url`, for reading a finished sweep (the report): a journal or SQLite
+    file that is not there is a FileNotFoundError, never created."""
+    kind = storage_kind(url)
+    local = Path(url).expanduser() if kind == "journal-file" else (
+        Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None)
+    if local is not None and not local.is_file():
+        what = "journal file" if kind == "journal-file" else "SQLite file"
+        raise FileNotFoundError(f"{what} {local} not found from {Path.cwd()} (pass --sweep-storage PATH or URL)")
+    return _journal_or_proxy(url, kind) or url
 
 
 def fail_stale_trials(study: optuna.Study, handler: StaleTrialHandler) -> list[int]:

@@ -142,6 +142,10 @@ class Task:
         """The declared metrics and parse_fail_rate: a summary table's columns, in order."""
         return (*self.metrics, PARSE_FAIL_RATE)
 
+    def generation_budget(self, cap: int = 0) -> int:
+        """New tokens an answer may take: the task's max_new_tokens, capped at `cap` (0 = no cap)."""
+        return min(self.max_new_tokens, cap) if cap else self.max_new_tokens
+
     def metric(self, name: str) -> Metric | None:
         """The declared metric called `name` (parse_fail_rate included), or None."""
         return next((m for m in self.reported_metrics if m.name == name), None)
