@@ -25,6 +25,29 @@ def test_demo_preset_and_explicit_options_win():
     assert cfg.epochs == 6 and cfg.tasks == ("labeling",) and cfg.train_limit > 0
 
 
+def test_cpu_preset_resolves_for_all_tasks_and_for_subsets_and_other_data():
+    cfg = parse_args(["--preset", "cpu"])
+    assert cfg.tasks == ("labeling", "harmonization", "impression")
+    assert (cfg.epochs, cfg.checkpoint_epochs, cfg.value_weight, cfg.eval_limit) == (2, (2,), 5.0, 0)
+    assert cfg.train_limits() == {"labeling": 320, "harmonization": 0, "impression": 120}
+    assert cfg.as_params()["task_train_limits"] == "labeling=320,impression=120"
+    labeling = parse_args(["--preset", "cpu", "--tasks", "labeling", "--data", "openi-csv:reports.csv"])
+    assert labeling.train_limits() == {"labeling": 320} and labeling.data == "openi-csv:reports.csv"
+    # explicit options win over the preset, a per-task limit over --train-limit
+    mine = parse_args(["--preset", "cpu", "--value-weight", "1", "--train-limit", "50",
+                       "--task-train-limits", "impression=10"])
+    assert mine.value_weight == 1.0 and mine.train_limits() == {"labeling": 50, "harmonization": 50, "impression": 10}
+
+
+@pytest.mark.parametrize("text,message", [
+    ("translation=5", "translation"), ("labeling", "task=count"), ("labeling=many", "integer"),
+    ("labeling=-3", ">= 0"),
+])
+def test_task_train_limits_are_checked_by_name(text, message):
+    with pytest.raises(ConfigError, match=message):
+        FinetuneConfig(task_train_limits=text)
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
     [

@@ -73,3 +73,18 @@ def test_labels_from_findings_no_finding_rule():
     assert labels_from_findings({"Edema"})["No Finding"] == "No"
     with pytest.raises(ValueError, match="unknown labels"):
         labels_from_findings({"Tumour"})
+
+
+def test_per_task_train_limits_cap_each_task_alone():
+    from pipelines.data.examples import build_examples
+    from pipelines.data.sources import load_data
+
+    bundle = load_data("synthetic?reports=40&series=30&seed=2")
+    splits = split_bundle(bundle, seed=0)
+    tasks = ("labeling", "harmonization", "impression")
+    whole = build_examples(bundle, splits, tasks).train
+    capped = build_examples(bundle, splits, tasks, train_limit={"labeling": 5, "impression": 3}).train
+    assert len(capped["labeling"]) == 5 and len(capped["impression"]) == 3
+    assert len(capped["harmonization"]) == len(whole["harmonization"]) == len(splits["series"].train)
+    # a cap is a prefix of the seeded order, as --train-limit is
+    assert [e.id for e in capped["labeling"]] == [e.id for e in whole["labeling"][:5]]

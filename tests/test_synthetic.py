@@ -289,7 +289,8 @@ def test_series_classes_follow_the_policy(series: list[SeriesRecord]) -> None:
             assert s.label == "ADC", s
         if re.search(r"colfa|tof|perf|rcbv|localizer|scout", text):
             assert s.label == "Other", s
-        if re.search(r"swan|mag_images|pha_images|t2\*", text):
+        localizer = re.search(r"3-pl|localizer|scout|\bloc\b", text)  # rule 2 of docs/series_description_rules.md
+        if re.search(r"swan|mag_images|pha_images|t2\*", text) and not localizer:
             assert s.label == "SWI", s
         if "flair" in text and "t1" not in text:
             assert s.label == "T2/FLAIR", s

@@ -20,6 +20,11 @@ Classing policy (seven classes; a real archive's labels may differ):
 - Other is everything else: localizers and calibration scans, TOF angiography, perfusion (DSC and
   ASL and their maps), DTI and its maps (FA, ColFA), proton density, spectroscopy, BOLD, generic
   reformats and screen captures (``MPR``, ``Screen Save``) that name no sequence.
+
+Research protocols (RESEARCH_BASES: fMRI and its SBRef, field maps, MRS, neuromelanin, PD/T2 dual
+echo, ``T1w``/``T2w``/SPACE/HASTE names) and the diffusion family (an acquisition alone, or a map
+derived from it: ``_ADC`` is ADC, ``_TRACEW`` DWI, FA/ColFA/TENSOR/EXP Other, a multi-direction
+acquisition alone Other) follow docs/series_description_rules.md.
 """
 from __future__ import annotations
 
@@ -88,6 +93,85 @@ BASES: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# Research and multi-site protocol names (BIDS conversion heuristics; ADNI, PPMI, ABCD and HCP-style
+# naming; Siemens, GE, Philips and Canon research sequences), added for issue #14 after reading the
+# failures on the development half of tests/data/real_series_descriptions.csv: families of names,
+# each classed by docs/series_description_rules.md.
+RESEARCH_BASES: dict[str, tuple[str, ...]] = {
+    "T1": (
+        "T1w", "T1w_MPR", "T1w_MPR_vNav", "3D T1", "3DT1", "3D_T1w", "3D T1-weighted", "T1 3D Volumetric",
+        "T1_3D_TFE", "T1W_3D_FFE", "sT1W_3D_ISO", "MP-RAGE", "MPRAGE GRAPPA2", "MPRAGE SENSE2", "SAG MPRAGE",
+        "Accelerated Sag MPRAGE", "3D MPRAGE", "t1_mprage_sag_p2_1mm_iso", "t1_mprage_1mm_iso_64Ch",
+        "t1_space_sag_iso", "t1_vibe_fs_tra", "t1_tse_cor", "t1_tse_sag_320", "t1_tse_tra_p2_384",
+        "t1_tse_dark-fluid_sag", "t1_tirm_sag_p2_320", "t1_fl2d_sag", "IR-FSPGR", "SAG IR-FSPGR", "3D SPGR",
+        "SAG SPGR", "FSPGR BRAVO", "SAG 3D BRAVO", "3D T1 BRAVO STRAIGHT", "T1 SE C+", "T1 POST GAD",
+        "T1W_MPR", "T1 RECON", "T1 reformat", "T1_SAG_MPRAGE", "T1W_SE", "T1 TSE",
+    ),
+    "T2": (
+        "T2w", "T2w_SPC", "t2_spc_sag_iso", "t2_space_tra_iso", "t2_space_axial_iso", "t2_haste_tra",
+        "t2_haste_fs_tra_p2", "HASTE", "T2 TSE FS", "T2 TSE with Fat Sat", "FSE T2", "AX FSE T2",
+        "T2 FSE FAT SAT", "t2_tse_tra_p3", "t2_tse_cor_384", "t2_tse_tra_1mm", "T2W_TSE_SENSE", "T2 BLADE",
+        "t2_tse_stir_cor_p2", "STIR", "qTSE T2", "T2-weighted", "T2 weighted",
+    ),
+    "T2/FLAIR": (
+        "T2-FLAIR", "T2w_FLAIR", "3D T2 FLAIR", "3D_T2_FLAIR", "T2 SPC FLAIR", "3D T2 SPC FLAIR",
+        "3D FLAIR SPACE", "FLAIR SPACE", "t2_tse_dark-fluid_tra", "t2_space_dark-fluid_sag_iso",
+        "FLAIR_LongTR", "Brain_View_FLAIR", "3D_Brain_View_FLAIR", "CUBE FLAIR", "FLAIR VISTA", "T2 da-fl",
+        "FLAIR TI2800", "2D T2 FLAIR", "Sagittal 3D FLAIR", "3D SAG FLAIR", "FLAIR_1mm",
+    ),
+    "DWI": ("IsoDWI", "DWI trace", "DW_SSh trace", "Diffusion b1000 trace"),
+    "ADC": ("IsoADC", "dDW_SSh ADC", "DW_SSh_ADC", "ADC map"),
+    "SWI": ("SWAN GRE", "3D SWAN", "3D SWAN GRE", "SWI_mIP", "minIP SWI", "SWI phase", "SWI magnitude",
+            "t2_swi_tra_p2", "AXIAL_T2_STAR", "T2 star GRE"),
+    "Other": (
+        "rfMRI_REST_AP", "rfMRI_REST_PA", "rfMRI_REST_AP_SBRef", "tfMRI_TASK_PA", "tfMRI_TASK_AP_SBRef",
+        "rsfMRI_AP", "rsfMRI_LR", "BOLD_resting", "BOLD_task", "ep2d_bold_moco", "ep2d_bold_rest",
+        "RESTING STATE", "resting state fMRI", "fMRI_task", "SBRef", "Task_fMRI_SBRef", "ep2d_pace_moco",
+        "gre_field_mapping", "SpinEchoFieldMap_AP", "SpinEchoFieldMap_PA", "spinecho_fieldmap_AP",
+        "FMRI_DISTORTION_AP", "FMRI_DISTORTION_PA", "B0map", "GRE B0 map", "tfl_b1map", "B1 map",
+        "svs_st_30", "svs_se_30", "csi_slaser", "MEGA-PRESS", "GABA_MEGA", "svs_mpress", "MRS",
+        "localizer_bh", "Localizer_MPR", "3 Plane Localizer", "AALScout", "AutoAlign Scout",
+        "SCOUT AUTO ALIGN", "vessel_scout", "t2_localizer", "COR T2 loc", "3-pl T2* FGRE",
+        "localizer_haste_bh", "angio_fl3d_cor", "angio_fl3d_post_SUB", "MRA-TOF", "MRA TOF", "MRV",
+        "tof_fl3d_tra_multi-slab", "TOF_MIP_COR", "pcasl", "tgse_pcasl", "pASL", "ASL_PLD2000",
+        "2D GRE-NM", "NM-GRE", "2D GRE-MT", "AX PD + T2", "PD-T2 TSE", "PD/T2 FSE", "AX T2 DE",
+        "Double_TSE", "AX PD", "pd_tse_tra", "PD FSE", "phantom_shim", "AdjGre", "T1 map", "T2 map",
+        "MOLLI T1Map", "t-Maps", "GLM", "PhysioLog", "MPR Range", "MIP Range", "HighRes Hippocampus",
+    ),
+}
+
+# Diffusion acquisitions and the maps scanners derive from them (rules 6-9 of
+# docs/series_description_rules.md): a trace acquisition alone is DWI, a multi-direction one is
+# Other; their _ADC map is ADC, their _TRACEW image DWI, FA/ColFA/TENSOR/EXP maps Other.
+TRACE_ACQUISITIONS = ("ep2d_diff_3scan_trace_p2", "ep2d_diff_4scan_trace_p2", "resolve_4scan_trace_tra_p2",
+                      "resolve_diff_tra_p2", "ep2d_diff_tra_b1000", "DWI_b1000", "Ax DWI b1000")
+DIRECTION_ACQUISITIONS = ("DTI_30dir", "DTI_64dir", "DTIv32b1000", "DTIv60b2000", "dMRI_dir98_AP",
+                          "dMRI_dir99_PA", "ep2d_diff_mddw_30_p2", "ep2d_diff_mddw_64", "DTI_gated",
+                          "DTI_non_gated", "ep2d_diff_sms", "DTI Sequence", "HARDI_64dir", "NODDI_AP",
+                          "DTI_B1000_64dir", "Ax DTI")
+DERIVED_MAPS: dict[str, str] = {"ADC": "ADC", "TRACEW": "DWI", "FA": "Other", "ColFA": "Other",
+                                "TENSOR": "Other", "EXP": "Other"}
+
+
+def _diffusion_bases() -> dict[str, tuple[str, ...]]:
+    """Diffusion acquisition names alone and with each derived-map suffix, by class."""
+    out: dict[str, list[str]] = {c: [] for c in SERIES_CLASSES}
+    out["DWI"] += TRACE_ACQUISITIONS
+    out["Other"] += DIRECTION_ACQUISITIONS
+    for acquisition in (*TRACE_ACQUISITIONS, *DIRECTION_ACQUISITIONS):
+        sep = "_" if "_" in acquisition else " "
+        for suffix, label in DERIVED_MAPS.items():
+            if acquisition in TRACE_ACQUISITIONS and label == "Other":
+                continue  # scanners derive FA and tensor maps from multi-direction scans only
+            out[label].append(f"{acquisition}{sep}{suffix}")
+    return {c: tuple(v) for c, v in out.items()}
+
+
+# Every base name by class: the clinical vendor names, the research names and the diffusion family.
+ALL_BASES: dict[str, tuple[str, ...]] = {
+    c: tuple(dict.fromkeys((*BASES[c], *RESEARCH_BASES[c], *_diffusion_bases()[c]))) for c in SERIES_CLASSES
+}
+
 # Stroke-protocol brain MRI: each exam has T1, T2, FLAIR, DWI and ADC, most have SWI/T2*, and the
 # many localizers, angiograms, perfusion maps and reformats make "Other" the largest class.
 CLASS_WEIGHTS: dict[str, float] = {
@@ -97,9 +181,10 @@ CLASS_WEIGHTS: dict[str, float] = {
 # Technologist noise: (token, weight). "" means no change.
 ORIENT_PREFIXES: tuple[tuple[str, float], ...] = (
     ("", 0.55), ("AX", 0.15), ("Ax", 0.1), ("Axial", 0.05), ("SAG", 0.05), ("COR", 0.05), ("TRA", 0.05),
+    ("Sagittal", 0.02), ("RPT", 0.015), ("REPEAT", 0.01),
 )
 ORIENT_SUFFIXES: tuple[tuple[str, float], ...] = (
-    ("", 0.55), ("tra", 0.18), ("TRA", 0.07), ("ax", 0.08), ("sag", 0.06), ("cor", 0.06),
+    ("", 0.55), ("tra", 0.18), ("TRA", 0.07), ("ax", 0.08), ("sag", 0.06), ("cor", 0.06), ("AX", 0.03),
 )
 MODIFIERS: dict[str, tuple[tuple[str, float], ...]] = {
     "T1": (("", 0.6), ("p2", 0.08), ("iso", 0.06), ("1mm", 0.07), ("5mm", 0.07), ("256", 0.06), ("FS", 0.06)),
@@ -117,7 +202,7 @@ MODIFIERS: dict[str, tuple[tuple[str, float], ...]] = {
 }
 SUFFIXES: tuple[tuple[str, float], ...] = (
     ("", 0.72), ("RR", 0.04), ("ND", 0.06), ("MPR", 0.05), ("REFORMAT", 0.03), ("2", 0.05), ("(2)", 0.03),
-    ("repeat", 0.02),
+    ("repeat", 0.02), ("MPR_Tra", 0.015), ("MPR_Cor", 0.015), ("rpt", 0.01),
 )
 CASES: tuple[tuple[str, float], ...] = (("asis", 0.74), ("upper", 0.14), ("lower", 0.09), ("title", 0.03))
 SEPARATORS: tuple[tuple[str, float], ...] = (("asis", 0.85), ("swap", 0.15))
@@ -126,7 +211,7 @@ TYPO_RATE = 0.03
 # Above this many descriptions, generation enumerates the whole space instead of sampling.
 FAST_LIMIT = 5000
 
-_HAS_ORIENTATION = re.compile(r"(?i)(?:^|[\s_])(?:ax|axial|sag|cor|tra)(?:[\s_]|$)")
+_HAS_ORIENTATION = re.compile(r"(?i)(?:^|[\s_])(?:ax|axial|sag|sagittal|cor|coronal|tra)(?:[\s_]|$)")
 _WORD = re.compile(r"[A-Za-z]{4,}")
 
 
@@ -211,7 +296,7 @@ def _cumulative(pairs: tuple[tuple[str, float], ...]) -> tuple[tuple[str, ...], 
 
 
 def _sample_description(rng: random.Random, label: str) -> str:
-    base = rng.choice(BASES[label])
+    base = rng.choice(ALL_BASES[label])
     return _render(
         base,
         _weighted(rng, _orientations(base)),
@@ -283,7 +368,7 @@ def _pools() -> dict[str, tuple[str, ...]]:
 
 def _enumerate(label: str) -> Iterator[str]:
     fixed = [[p[0] for p in pairs] for pairs in (MODIFIERS[label], SUFFIXES, CASES, SEPARATORS)]
-    for base in BASES[label]:
+    for base in ALL_BASES[label]:
         orientations = [p[0] for p in _orientations(base)]
         for combo in itertools.product(orientations, *fixed):
             yield _render(base, *combo)
