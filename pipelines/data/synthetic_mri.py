@@ -200,9 +200,12 @@ MODIFIERS: dict[str, tuple[tuple[str, float], ...]] = {
     "Other": (("", 0.6), ("p2", 0.07), ("3D", 0.06), ("5mm", 0.07), ("256", 0.06), ("HR", 0.07),
               ("iso", 0.07)),
 }
+# Parallel-imaging tokens research and multi-site protocols append, whatever the contrast.
+ACCELERATION: tuple[tuple[str, float], ...] = (("GRAPPA2", 0.03), ("SENSE2", 0.02), ("ARC", 0.02))
+MODIFIERS = {label: (*bank, *ACCELERATION) for label, bank in MODIFIERS.items()}
 SUFFIXES: tuple[tuple[str, float], ...] = (
     ("", 0.72), ("RR", 0.04), ("ND", 0.06), ("MPR", 0.05), ("REFORMAT", 0.03), ("2", 0.05), ("(2)", 0.03),
-    ("repeat", 0.02), ("MPR_Tra", 0.015), ("MPR_Cor", 0.015), ("rpt", 0.01),
+    ("repeat", 0.02), ("MPR_Tra", 0.015), ("MPR_Cor", 0.015), ("rpt", 0.01), ("ADNI", 0.01), ("PPMI", 0.01),
 )
 CASES: tuple[tuple[str, float], ...] = (("asis", 0.74), ("upper", 0.14), ("lower", 0.09), ("title", 0.03))
 SEPARATORS: tuple[tuple[str, float], ...] = (("asis", 0.85), ("swap", 0.15))
