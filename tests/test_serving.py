@@ -148,7 +148,7 @@ def test_logged_model_is_self_contained(store, tmp_path):
     folder = Path(mlflow.artifacts.download_artifacts(version.source, dst_path=str(tmp_path)))
     assert (folder / "artifacts" / "base_model" / "model.safetensors").is_file()
     assert (folder / "artifacts" / "adapter" / "adapter_config.json").is_file()
-    assert (folder / "code" / "pipelines" / "assistant_model.py").is_file()
+    assert (folder / "code" / "pipelines" / "serving" / "assistant_model.py").is_file()
     requirements = (folder / "requirements.txt").read_text()
     assert "torchvision" not in requirements and "peft==" in requirements and "transformers==" in requirements
     example = json.loads((folder / "serving_input_example.json").read_text())

@@ -313,7 +313,6 @@ def train(config: FinetuneConfig, on_checkpoint: CheckpointHook | None = None,
     with RunSession(config, previous, parent_run_id, default_run_name(config)) as session:
         result = FinetuneResult(run_id=session.run_id, output_dir=session.outputs.root)
         _train_run(prepared, model, tokenizer, targets, session, result, on_checkpoint, run_tags)
-        session.completed = result.trained
     # the run is FINISHED in the store: its resumable state is no longer needed
     shutil.rmtree(session.outputs.trainer_dir, ignore_errors=True)
     return result
@@ -371,7 +370,7 @@ def _train_run(prepared: Prepared, model, tokenizer, targets: tuple[str, ...], s
     carry = read_json(checkpoint.path / LOSS_CARRY) if checkpoint and not checkpoint.at_epoch_end else None
     callback = CheckpointCallback(prepared, tokenizer, sync, outputs, result, on_checkpoint, session.stop, carry)
     seconds = _fit(prepared, peft_model, tokenizer, dataset, callback, checkpoint)
-    result.trained = True
+    result.trained = session.completed = True  # a store lost from here on still leaves the run FINISHED
 
     # -- throughput and memory (of this session, when resumed), then whatever the store still lacks
     epochs_run = config.epochs - (checkpoint.epoch if checkpoint else 0)
