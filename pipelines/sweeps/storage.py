@@ -11,10 +11,12 @@
 A worker that dies mid-trial (killed, out of memory, machine lost) leaves its trial RUNNING.
 RDB storages notice through heartbeats: each running trial writes one every
 `heartbeat_interval` seconds, and the next worker to ask for a trial fails every trial silent
-for `grace_period` seconds. The journal file has no heartbeats, but all its workers share one
-machine, so a RUNNING trial whose worker process no longer exists is failed instead. Either way
-the failed trial is re-queued (WAITING) up to `max_retry` times, the next free worker runs it,
-and its MLflow runs are marked FAILED.
+for `grace_period` seconds. On every storage, a RUNNING trial whose worker ran on this machine
+and whose process no longer exists is failed at once, without waiting for the grace period (the
+journal file has no heartbeats, so there it is the only check; on an RDB storage it means the
+last worker on a machine does not leave a dead neighbour's trial RUNNING because the grace period
+had not passed when it finished). Either way the failed trial is re-queued (WAITING) up to
+`max_retry` times, the next free worker runs it, and its MLflow runs are marked FAILED.
 """
 from __future__ import annotations
 
@@ -171,16 +173,16 @@ def open_existing_storage(url: str) -> BaseStorage | str:
 def fail_stale_trials(study: optuna.Study, handler: StaleTrialHandler) -> list[int]:
     """Fail (and re-queue) the RUNNING trials of dead workers now; returns their numbers.
 
-    Optuna does this itself before each new trial on heartbeat storages; the sweep also calls it
-    at start and end, and for the journal file it is the only check.
+    Heartbeat storages: trials silent for the grace period (Optuna also checks before each new
+    trial). Every storage: trials whose worker on this machine has exited. The sweep calls this
+    at start, after each trial and at the end.
     """
     before = len(handler.failed)
     if optuna.storages._heartbeat.is_heartbeat_enabled(study._storage):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(study)
-    elif storage_kind_of(study) == "journal-file":
-        _fail_trials_of_dead_local_workers(study, handler)
+    _fail_trials_of_dead_local_workers(study, handler)
     return handler.failed[before:]
 
 
