@@ -13,7 +13,7 @@ import plotly.graph_objects as go
 from dashboards.sections.base import SECTIONS, FigureItem, ReportContext, Section, SectionSpec
 from dashboards.style import escape, fmt_p, hover, layout, runs_height
 from pipelines.tasks import get_task, task_names
-from pipelines.tasks.base import Task
+from pipelines.tasks.base import Metric, Task
 
 
 def tasks_without_section() -> list[Task]:
@@ -32,8 +32,7 @@ def task_sections(ctx: ReportContext) -> list[SectionSpec]:
 
 def build(ctx: ReportContext, task: Task) -> Section:
     summary = ctx.table(f"{task.name}_summary")
-    figures = [metric_figure(ctx, task, m.name, m.label, summary)
-               for m in task.metrics if m.example_score and m.name in summary]
+    figures = [metric_figure(ctx, task, m, summary) for m in task.metrics if m.example_score and m.name in summary]
     tests = ctx.table(f"{task.name}_tests")
     blocks = [tests_table(ctx, task, tests)] if tests is not None else []
     if not figures:
@@ -41,11 +40,11 @@ def build(ctx: ReportContext, task: Task) -> Section:
     return Section(figures=figures, blocks=blocks)
 
 
-def metric_figure(ctx: ReportContext, task: Task, column: str, label: str, summary: pd.DataFrame) -> FigureItem:
+def metric_figure(ctx: ReportContext, task: Task, metric: Metric, summary: pd.DataFrame) -> FigureItem:
     """One marker per run with its percentile bootstrap interval."""
+    column, label = metric.name, metric.label
     rows = summary.drop_duplicates("run_id").set_index("run_id")
     runs = ctx.runs.ordered(rows.index)
-    metric = task.metric(column)
     fig = go.Figure()
     for run in runs:
         row = rows.loc[run.run_id]

@@ -195,19 +195,25 @@ def _bootstrap_text(ctx: ReportContext) -> str:
     return f"percentile bootstrap intervals{detail}"
 
 
-def _interval(frame: pd.DataFrame, run_id: str, key: str, fmt: str) -> str:
-    """' [low, high]' from the Wilson (harmonization accuracy) or bootstrap columns, '' without one."""
-    low, high = (f"{key}_boot_low", f"{key}_boot_high")
+def _interval_columns(key: str) -> tuple[str, str]:
+    """The columns holding column `key`'s interval: the Wilson interval of harmonization accuracy,
+    else the bootstrap interval."""
     if key == "harmonization/accuracy":
-        low, high = "harmonization/ci_low", "harmonization/ci_high"
+        return "harmonization/ci_low", "harmonization/ci_high"
+    return f"{key}_boot_low", f"{key}_boot_high"
+
+
+def _interval(frame: pd.DataFrame, run_id: str, key: str, fmt: str) -> str:
+    """' [low, high]' of column `key` for one run, '' without one."""
+    low, high = _interval_columns(key)
     if low not in frame or not _finite(frame.at[run_id, low]):
         return ""
     return f' <span class="ci">[{frame.at[run_id, low]:{fmt}}, {frame.at[run_id, high]:{fmt}}]</span>'
 
 
 def _has_interval(frame: pd.DataFrame, key: str) -> bool:
-    """Whether the frame holds an interval for column `key` (as _interval reads them)."""
-    return f"{key}_boot_low" in frame or (key == "harmonization/accuracy" and "harmonization/ci_low" in frame)
+    """Whether the frame holds an interval for column `key`."""
+    return _interval_columns(key)[0] in frame
 
 
 def _num_cell(value, fmt: str) -> str:

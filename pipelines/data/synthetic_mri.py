@@ -168,8 +168,9 @@ def _diffusion_bases() -> dict[str, tuple[str, ...]]:
 
 
 # Every base name by class: the clinical vendor names, the research names and the diffusion family.
+_DIFFUSION_BASES = _diffusion_bases()
 ALL_BASES: dict[str, tuple[str, ...]] = {
-    c: tuple(dict.fromkeys((*BASES[c], *RESEARCH_BASES[c], *_diffusion_bases()[c]))) for c in SERIES_CLASSES
+    c: tuple(dict.fromkeys((*BASES[c], *RESEARCH_BASES[c], *_DIFFUSION_BASES[c]))) for c in SERIES_CLASSES
 }
 
 # Stroke-protocol brain MRI: each exam has T1, T2, FLAIR, DWI and ADC, most have SWI/T2*, and the
@@ -186,7 +187,9 @@ ORIENT_PREFIXES: tuple[tuple[str, float], ...] = (
 ORIENT_SUFFIXES: tuple[tuple[str, float], ...] = (
     ("", 0.55), ("tra", 0.18), ("TRA", 0.07), ("ax", 0.08), ("sag", 0.06), ("cor", 0.06), ("AX", 0.03),
 )
-MODIFIERS: dict[str, tuple[tuple[str, float], ...]] = {
+# Parallel-imaging tokens research and multi-site protocols append, whatever the contrast.
+ACCELERATION: tuple[tuple[str, float], ...] = (("GRAPPA2", 0.03), ("SENSE2", 0.02), ("ARC", 0.02))
+_CLASS_MODIFIERS: dict[str, tuple[tuple[str, float], ...]] = {
     "T1": (("", 0.6), ("p2", 0.08), ("iso", 0.06), ("1mm", 0.07), ("5mm", 0.07), ("256", 0.06), ("FS", 0.06)),
     "T2": (("", 0.6), ("p2", 0.08), ("3mm", 0.07), ("5mm", 0.08), ("512", 0.05), ("FS", 0.06), ("HR", 0.06)),
     "T2/FLAIR": (("", 0.6), ("p2", 0.08), ("3mm", 0.07), ("5mm", 0.08), ("3D", 0.05), ("FS", 0.06),
@@ -200,9 +203,9 @@ MODIFIERS: dict[str, tuple[tuple[str, float], ...]] = {
     "Other": (("", 0.6), ("p2", 0.07), ("3D", 0.06), ("5mm", 0.07), ("256", 0.06), ("HR", 0.07),
               ("iso", 0.07)),
 }
-# Parallel-imaging tokens research and multi-site protocols append, whatever the contrast.
-ACCELERATION: tuple[tuple[str, float], ...] = (("GRAPPA2", 0.03), ("SENSE2", 0.02), ("ARC", 0.02))
-MODIFIERS = {label: (*bank, *ACCELERATION) for label, bank in MODIFIERS.items()}
+MODIFIERS: dict[str, tuple[tuple[str, float], ...]] = {
+    label: (*bank, *ACCELERATION) for label, bank in _CLASS_MODIFIERS.items()
+}
 SUFFIXES: tuple[tuple[str, float], ...] = (
     ("", 0.72), ("RR", 0.04), ("ND", 0.06), ("MPR", 0.05), ("REFORMAT", 0.03), ("2", 0.05), ("(2)", 0.03),
     ("repeat", 0.02), ("MPR_Tra", 0.015), ("MPR_Cor", 0.015), ("rpt", 0.01), ("ADNI", 0.01), ("PPMI", 0.01),

@@ -162,10 +162,12 @@ def open_existing_storage(url: str) -> BaseStorage | str:
     """The storage named by `url`, for reading a finished sweep (the report): a journal or SQLite
     file that is not there is a FileNotFoundError, never created."""
     kind = storage_kind(url)
-    local = Path(url).expanduser() if kind == "journal-file" else (
-        Path(url[len("sqlite:///"):]) if url.startswith("sqlite:///") else None)
+    local, what = None, ""
+    if kind == "journal-file":
+        local, what = Path(url).expanduser(), "journal file"
+    elif url.startswith("sqlite:///"):
+        local, what = Path(url[len("sqlite:///"):]), "SQLite file"
     if local is not None and not local.is_file():
-        what = "journal file" if kind == "journal-file" else "SQLite file"
         raise FileNotFoundError(f"{what} {local} not found from {Path.cwd()} (pass --sweep-storage PATH or URL)")
     return _journal_or_proxy(url, kind) or url
 
