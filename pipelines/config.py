@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from pipelines.tasks import PAPER_TASKS, task_tuple
+from pipelines.tasks import PAPER_TASKS, task_names, task_tuple
 
 PAPER_CHECKPOINTS = (2, 5, 20, 100)
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -83,8 +83,6 @@ def parse_bool(value: object, option: str) -> bool:
 def parse_task_limits(text: str, option: str = "task-train-limits") -> dict[str, int]:
     """'labeling=320,impression=120' -> {"labeling": 320, "impression": 120}; names must be tasks,
     counts >= 0 (0 = all); errors name the option and the bad entry."""
-    from pipelines.tasks import task_names
-
     limits: dict[str, int] = {}
     for entry in (p.strip() for p in str(text).split(",")):
         if not entry:
