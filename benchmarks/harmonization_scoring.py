@@ -3,6 +3,7 @@
 Usage:
     python -m benchmarks.harmonization_scoring                      # embedded model, CPU, 96 descriptions
     python -m benchmarks.harmonization_scoring --descriptions 32 --output-json out.json
+    python -m benchmarks.harmonization_scoring --adapter outputs/RUN_ID/epoch-2/adapter   # a fine-tuned model
 
 Both methods answer the same descriptions (the first of the synthetic series) with the same
 model in the same process, alternating, best of `--repeats`; the answers must agree. Prints
@@ -21,7 +22,8 @@ from benchmarks.reference import previous_candidate_scoring
 from pipelines.cli import ArgumentParser, setup_logging
 from pipelines.data.sources import load_data
 from pipelines.infer.constrained import decode_constrained
-from pipelines.models import load_model_and_tokenizer, resolve_device, resolve_model, resolve_precision
+from pipelines.infer.loading import load_for_inference
+from pipelines.models import resolve_model
 from pipelines.tasks import get_task
 from pipelines.tasks.base import format_prompt
 from pipelines.train.encoding import MAX_SEQ_LENGTH, prompt_budget
@@ -58,19 +60,19 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="smollm2-135m", help="preset, local folder or cached hub id")
+    parser.add_argument("--adapter", default="", help="a LoRA adapter folder to apply (default: the base model)")
     parser.add_argument("--device", default="cpu", choices=("auto", "cpu", "cuda", "mps"), help="where to run")
     parser.add_argument("--descriptions", type=int, default=96, help="how many series descriptions to answer")
     parser.add_argument("--batch-size", type=int, default=16, help="descriptions per batch (evaluation's default)")
     parser.add_argument("--repeats", type=int, default=2, help="timed repeats of each method; the best counts")
     parser.add_argument("--output-json", default="", help="also write the result to this JSON file")
     args = parser.parse_args(argv)
-    device = resolve_device(args.device)
-    model, tokenizer = load_model_and_tokenizer(resolve_model(args.model).path, resolve_precision("auto", device),
-                                                device)
+    model, tokenizer = load_for_inference(resolve_model(args.model).path, args.adapter or None, "auto", args.device)
     bundle = load_data("synthetic")
     series = [r.description for r in bundle.series][: args.descriptions]
     result = measure(model, tokenizer, series, batch_size=args.batch_size, repeats=args.repeats)
     result["model"] = args.model
+    result["adapter"] = args.adapter
     print(json.dumps(result, indent=2))
     if args.output_json:
         Path(args.output_json).write_text(json.dumps(result, indent=2) + "\n")

@@ -3,12 +3,14 @@
 Usage:
     python -m benchmarks.throughput --device cuda                    # every preset, bf16
     python -m benchmarks.throughput --device cpu --presets smollm2-135m --steps 3
+    python -m benchmarks.throughput --device cpu --presets smollm2-135m --precision bf16   # CPUs with bf16 units
     python -m benchmarks.throughput --device cuda --output-json throughput.json
 
 Needs only torch, transformers and peft (no weights, no MLflow), so it runs on any GPU machine.
-Training: LoRA (r 8, q/v or the preset's targets) with AdamW (fused on CUDA) and bf16 autocast,
-batch 4 x `--seq` tokens, no padding; prefill: batch 16 forward passes; decoding: batch 16,
-greedy, 64 new tokens after a `--seq`-token prompt. Model FLOP utilization is against the
+Training: LoRA (r 8, q/v or the preset's targets) with AdamW (fused on CUDA) and, in bf16 (the
+default on a GPU, `--precision bf16` elsewhere), bf16 weights under autocast as the fine-tune's
+`--precision bf16` loads them; batch 4 x `--seq` tokens, no padding; prefill: batch 16 forward
+passes; decoding: batch 16, greedy, 64 new tokens after a `--seq`-token prompt. Model FLOP utilization is against the
 measured matrix-multiply peak (benchmarks.hardware). README's paper-study estimate uses these.
 """
 from __future__ import annotations
@@ -39,16 +41,26 @@ def build_model(preset: str, device: str, dtype: torch.dtype):
     return get_peft_model(model, lora)
 
 
-def measure(preset: str, device: str, seq: int, steps: int) -> dict[str, float]:
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def precision_dtype(precision: str, device: str) -> torch.dtype:
+    """'auto' is bf16 on a GPU and fp32 elsewhere (pipelines.models.resolve_precision's rule)."""
+    if precision == "auto":
+        precision = "bf16" if device.startswith("cuda") else "fp32"
+    return DTYPES[precision]
+
+
+def measure(preset: str, device: str, seq: int, steps: int, precision: str = "auto") -> dict[str, float]:
     """tokens/s of training, prefill and decoding for one preset."""
-    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    dtype = precision_dtype(precision, device)
     model = build_model(preset, device, dtype)
     params = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
     vocab = model.config.vocab_size
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=8e-4, fused=device.startswith("cuda"))
     batch = torch.randint(0, vocab, (TRAIN_BATCH, seq), device=device)
-    autocast = torch.autocast(device.split(":")[0], dtype=torch.bfloat16, enabled=device.startswith("cuda"))
+    autocast = torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32)
 
     def train_step() -> None:
         with autocast:
@@ -99,6 +111,7 @@ def release(device: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from pipelines.cli import ArgumentParser
+    from pipelines.config import PRECISIONS
 
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
@@ -108,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seq", type=int, default=256,
                         help="tokens per sequence (typical multi-task length) (default: 256)")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement (default: 10)")
+    parser.add_argument("--precision", default="auto", choices=PRECISIONS,
+                        help="auto: bf16 on a GPU, fp32 elsewhere (the fine-tune's rule) (default: auto)")
     parser.add_argument("--output-json", default="", help="also write the measurements to this JSON file")
     args = parser.parse_args(argv)
     presets = [p.strip() for p in args.presets.split(",") if p.strip()]
@@ -115,14 +130,14 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"error: unknown preset(s) {unknown}; known: {', '.join(ARCHITECTURES)}", file=sys.stderr)
         return 2
-    dtype = torch.bfloat16 if args.device.startswith("cuda") else torch.float32
+    dtype = precision_dtype(args.precision, args.device)
     peak = matmul_peak_flops(args.device, dtype)
     rows = {}
     print(f"matmul peak on {args.device}: {peak / 1e9:,.0f} GFLOP/s ({dtype})")
     print("| preset | params | train tokens/s | MFU | prefill tokens/s | decode tokens/s (batch 16) | peak GPU MiB |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for preset in presets:
-        r = measure(preset, args.device, args.seq, args.steps)
+        r = measure(preset, args.device, args.seq, args.steps, args.precision)
         release(args.device)
         r["mfu"] = r["train_model_tflops"] * 1e12 / peak
         rows[preset] = r
@@ -130,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['prefill_tokens_per_s']:,.0f} | {r['decode_tokens_per_s']:,.0f} | {r['peak_gpu_mb']:,.0f} |",
               flush=True)
     if args.output_json:
-        Path(args.output_json).write_text(json.dumps({"device": args.device, "seq": args.seq,
+        Path(args.output_json).write_text(json.dumps({"device": args.device, "precision": str(dtype), "seq": args.seq,
                                                       "matmul_peak_tflops": peak / 1e12, "presets": rows}, indent=2))
     return 0
 

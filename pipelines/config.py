@@ -234,20 +234,62 @@ DEMO_PRESET: dict[str, object] = {
 }
 
 
+@dataclass(frozen=True)
+class CpuCost:
+    """What one task costs the all-task cpu preset on 2 cores, measured on the default synthetic
+    data (benchmarks/results/cpu-preset.json; training runs at about 208 tokens/s)."""
+
+    examples: int  # training examples per epoch
+    tokens_per_example: float
+    score_seconds: float  # scoring its whole test split at the end
+
+
+CPU_COSTS: dict[str, CpuCost] = {
+    "labeling": CpuCost(examples=320, tokens_per_example=239, score_seconds=366),  # 732 test reports, ~2/s
+    "harmonization": CpuCost(examples=1116, tokens_per_example=50, score_seconds=31),  # every series; 279, ~9/s
+    "impression": CpuCost(examples=120, tokens_per_example=114, score_seconds=222),  # 732 reports, ~3.3/s
+}
+CPU_LIMITED_TASKS = ("labeling", "impression")  # the report tasks; every series is used
+CPU_EPOCHS = 2
+CPU_TRAIN_TOKENS_PER_SECOND = 208
+
+
+def cpu_train_limits(tasks: tuple[str, ...]) -> str:
+    """The cpu preset's `task_train_limits` for a set of tasks. Every run takes the time of the
+    all-task preset (about 34 minutes on 2 cores): the minutes a dropped task would have spent
+    training and scoring go to more reports of the report tasks kept, in the all-task proportion
+    (labeling 320 : impression 120). A task without a measured cost (one you registered) keeps no
+    limit. Reports are rounded down to tens."""
+    kept = [name for name in CPU_LIMITED_TASKS if name in tasks]
+    if not kept:
+        return ""
+    dropped = [CPU_COSTS[name] for name in CPU_COSTS if name not in tasks]
+    freed_tokens = sum(cost.score_seconds * CPU_TRAIN_TOKENS_PER_SECOND / CPU_EPOCHS
+                       + cost.examples * cost.tokens_per_example for cost in dropped)
+    kept_tokens = sum(CPU_COSTS[name].examples * CPU_COSTS[name].tokens_per_example for name in kept)
+    scale = 1 + freed_tokens / kept_tokens
+    return ",".join(f"{name}={int(CPU_COSTS[name].examples * scale) // 10 * 10}" for name in kept)
+
+
 # The best recipe found for 2 CPU cores (issue #14; docs/cpu_preset.md has the evidence): every
 # series (they are short) and as many reports as fit in about 25 minutes of training, the slot
 # values of the labeling answer weighted 5x, scored once at the end on the whole test split.
 CPU_PRESET: dict[str, object] = {
-    "epochs": 2,
-    "checkpoint_epochs": (2,),
+    "epochs": CPU_EPOCHS,
+    "checkpoint_epochs": (CPU_EPOCHS,),
     "batch_size": 4,
     "learning_rate": 2e-3,
     "lora_r": 8,
     "train_limit": 0,
-    "task_train_limits": "labeling=320,impression=120",
+    "task_train_limits": cpu_train_limits(PAPER_TASKS),  # labeling=320,impression=120
     "eval_limit": 0,
     "value_weight": 5.0,
 }
+
+
+def cpu_preset(tasks: tuple[str, ...] = PAPER_TASKS) -> dict[str, object]:
+    """The cpu preset for these tasks (its report limits follow cpu_train_limits)."""
+    return {**CPU_PRESET, "task_train_limits": cpu_train_limits(task_tuple(tasks))}
 
 
 SPLITS = ("test", "all")

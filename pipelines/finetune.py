@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Callable
 
 from pipelines.cli import (
     ArgumentParser,
@@ -31,16 +32,19 @@ from pipelines.cli import (
     fail,
     setup_logging,
 )
-from pipelines.config import CPU_PRESET, DEMO_PRESET, FinetuneConfig
+from pipelines.config import DEMO_PRESET, FinetuneConfig, cpu_preset
 from pipelines.infer.evaluation import headline_metrics
 from pipelines.runs import resume as resuming
 from pipelines.runs import tracking
 from pipelines.runs.signals import TrainingInterrupted
 from pipelines.runs.sync import EXIT_TRACKING_OUTAGE, TrackingOutageError
+from pipelines.tasks import PAPER_TASKS
 from pipelines.train import distributed
 from pipelines.train.recipe import train
 
-PRESETS: dict[str, dict[str, object]] = {"paper": {}, "demo": DEMO_PRESET, "cpu": CPU_PRESET}
+# A preset's values for the tasks chosen (the cpu preset's report limits depend on them).
+PRESETS: dict[str, Callable[[tuple[str, ...]], dict[str, object]]] = {
+    "paper": lambda tasks: {}, "demo": lambda tasks: DEMO_PRESET, "cpu": cpu_preset}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="continue a killed fine-tune in its own MLflow run: alone (or 'latest'), the newest "
                              "unfinished run with the same params; RUN_ID: that run, with its params "
                              "('' = no resume, the MLproject default)")
-    add_config_arguments(parser, FinetuneConfig, PRESETS["demo"])  # the defaults shown: the demo's
+    add_config_arguments(parser, FinetuneConfig, DEMO_PRESET)  # the defaults shown: the demo's
     add_tracking_uri_argument(parser)
     return parser
 
@@ -76,7 +80,9 @@ def parse_command(argv: list[str] | None = None) -> tuple[FinetuneConfig, str]:
     if resume and resume != resuming.LATEST:
         tracking.connect(must_exist=True)
         return resuming.config_for_run(resume, explicit_options(args, FinetuneConfig)), resume
-    return config_from_args(args, FinetuneConfig, PRESETS[args.preset]), resume
+    preset = PRESETS[args.preset]
+    tasks = config_from_args(args, FinetuneConfig, preset(PAPER_TASKS)).tasks
+    return config_from_args(args, FinetuneConfig, preset(tasks)), resume
 
 
 def main(argv: list[str] | None = None) -> int:

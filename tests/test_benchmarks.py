@@ -57,6 +57,15 @@ def test_throughput_script_on_cpu(tmp_path, capsys):
     assert throughput_main(["--presets", "gpt-5"]) == 2
 
 
+def test_throughput_precision_follows_the_fine_tunes_rule():
+    import torch
+
+    from benchmarks.throughput import precision_dtype
+
+    assert precision_dtype("auto", "cpu") == torch.float32 and precision_dtype("auto", "cuda:0") == torch.bfloat16
+    assert precision_dtype("bf16", "cpu") == torch.bfloat16 and precision_dtype("fp32", "cuda") == torch.float32
+
+
 def test_benchmark_end_to_end_on_a_tiny_model_logs_a_run(tiny_model_dir, tracking_store, tmp_path, capsys):
     out = tmp_path / "bench.json"
     code = benchmark_main(["--model", str(tiny_model_dir), "--train-per-task", "2", "--eval-per-task", "2",

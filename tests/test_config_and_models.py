@@ -31,8 +31,13 @@ def test_cpu_preset_resolves_for_all_tasks_and_for_subsets_and_other_data():
     assert (cfg.epochs, cfg.checkpoint_epochs, cfg.value_weight, cfg.eval_limit) == (2, (2,), 5.0, 0)
     assert cfg.train_limits() == {"labeling": 320, "harmonization": 0, "impression": 120}
     assert cfg.as_params()["task_train_limits"] == "labeling=320,impression=120"
+    # a subset spends the dropped tasks' minutes (training and scoring) on more reports of the tasks kept
     labeling = parse_args(["--preset", "cpu", "--tasks", "labeling", "--data", "openi-csv:reports.csv"])
-    assert labeling.train_limits() == {"labeling": 320} and labeling.data == "openi-csv:reports.csv"
+    assert labeling.train_limits() == {"labeling": 720} and labeling.data == "openi-csv:reports.csv"
+    assert parse_args(["--preset", "cpu", "--tasks", "harmonization"]).train_limits() == {"harmonization": 0}
+    reports = parse_args(["--preset", "cpu", "--tasks", "labeling,impression"]).train_limits()
+    assert reports["labeling"] > 320 and reports["impression"] > 120
+    assert abs(reports["labeling"] / reports["impression"] - 320 / 120) < 0.1
     # explicit options win over the preset, a per-task limit over --train-limit
     mine = parse_args(["--preset", "cpu", "--value-weight", "1", "--train-limit", "50",
                        "--task-train-limits", "impression=10"])
