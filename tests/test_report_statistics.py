@@ -62,6 +62,10 @@ def test_labeling_section_reports_the_paired_macro_f1_test_and_both_corrections(
     block = block[: block.index("</p>")]
     tests = tables(built)["labeling_f1_macro_tests"]
     assert set(tests["metric"]) == {"f1_macro", "f1_macro_supported"}
+    # the bootstrap's seed has a column of its own: "seed" stays the run's (the report labels runs by it)
+    summary = tables(built)["labeling_summary"].set_index("run_id")
+    assert (tests["boot_seed"] == summary["boot_seed"].iloc[0]).all()
+    assert [str(s) for s in tests["seed"]] == [str(summary.loc[r, "seed"]) for r in tests["run_id"]]
     for row in tests.to_dict("records"):
         assert f'{row["diff"]:+.3f} <span class="ci">[{row["ci_low"]:.3f}, {row["ci_high"]:.3f}]</span>' in block
     # the fixture's analysis uses Holm: Edema is significant both unadjusted and Holm-adjusted

@@ -108,7 +108,7 @@ def bootstrap_test_rows(
             "p_value": result.p_value,
             "method": result.test,
             "resamples": result.resamples,
-            "seed": options.bootstrap.seed,
+            "boot_seed": options.bootstrap.seed,  # not "seed": that column is the run's own (describe())
         }
         rows += add_adjusted([row], options)
     return rows

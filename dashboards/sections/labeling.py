@@ -205,7 +205,7 @@ def tests_table(ctx: ReportContext, mcnemar: pd.DataFrame, macro: pd.DataFrame |
     level = f"{1 - ctx.alpha:.0%}"
     resamples = ""
     if macro is not None and "resamples" in macro and len(macro):
-        resamples = f" ({int(macro['resamples'].max())} resamples of the reports, seed {macro['seed'].iloc[0]})"
+        resamples = f" ({int(macro['resamples'].max())} resamples of the reports, seed {macro['boot_seed'].iloc[0]})"
     return (
         '<div class="table-wrap"><table class="tests"><thead><tr>'
         + "".join(f"<th>{escape(h)}</th>" for h in head)
