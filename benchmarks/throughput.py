@@ -41,14 +41,13 @@ def build_model(preset: str, device: str, dtype: torch.dtype):
     return get_peft_model(model, lora)
 
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
 def precision_dtype(precision: str, device: str) -> torch.dtype:
     """'auto' is bf16 on a GPU and fp32 elsewhere (pipelines.models.resolve_precision's rule)."""
+    from pipelines.models import TORCH_DTYPES
+
     if precision == "auto":
         precision = "bf16" if device.startswith("cuda") else "fp32"
-    return DTYPES[precision]
+    return getattr(torch, TORCH_DTYPES[precision])
 
 
 def measure(preset: str, device: str, seq: int, steps: int, precision: str = "auto") -> dict[str, float]:
