@@ -11,8 +11,10 @@ import torch
 from pipelines.data.records import ReportRecord, SeriesRecord
 from pipelines.infer.constrained import (
     IncrementalBatch,
+    PrefixTree,
     TemplateError,
     _compile_by_pieces,
+    best_candidates,
     candidate_scores,
     compile_slots,
     decode_constrained,
@@ -211,8 +213,84 @@ def test_candidate_scores_equal_a_full_forward_pass(model, common_head):
             targets = [[_tokens_of(tokenizer, c) + [tokenizer.eos_token_id] for c in candidates[i]] for i in rows]
             with torch.no_grad():
                 got = candidate_scores(model, tokenizer, [prompts[i] for i in rows], targets)
+                relative = candidate_scores(model, tokenizer, [prompts[i] for i in rows], targets, relative=True)
             for r, i in enumerate(rows):
                 assert got[r] == pytest.approx(want[i], abs=1e-4), (batch_size, i)
+                # without the answer text the candidates share: every score moves by the same amount
+                shift = [a - b for a, b in zip(got[r], relative[r], strict=True)]
+                assert shift == pytest.approx([shift[0]] * len(shift), abs=1e-4) and shift[0] < -1.0
+
+
+def test_prefix_tree_shares_the_beginnings_of_candidates():
+    tree = PrefixTree.of([[1, 2, 3, 9], [1, 2, 4, 9], [5, 9]])
+    assert tree.tokens == [1, 2, 3, 4, 5]
+    assert tree.parents == [-1, 0, 1, 1, -1]
+    assert tree.paths == [[0, 1, 2], [0, 1, 3], [4]]
+    assert tree.depths() == [1, 2, 3, 3, 1]
+    assert tree.ancestries() == [[0], [0, 1], [0, 1, 2], [0, 1, 3], [4]]
+    root = torch.log_softmax(torch.arange(10.0), -1)
+    nodes = torch.log_softmax(torch.arange(50.0).reshape(5, 10).cos(), -1)
+    assert tree.scores(root, nodes) == pytest.approx([
+        float(root[1] + nodes[0, 2] + nodes[1, 3] + nodes[2, 9]),
+        float(root[1] + nodes[0, 2] + nodes[1, 4] + nodes[3, 9]),
+        float(root[5] + nodes[4, 9])])
+
+
+# A harmonizer whose answers depend on the description: the tiny model trained for a few seconds
+# on descriptions that name their class. Its first class token is confident for some descriptions,
+# so the scoring can skip candidates, and uncertain for others, so it must score more.
+SERIES_WORDS = {"T1": "sag t1 mprage", "T2": "ax t2 tse", "T2/FLAIR": "ax flair", "DWI": "dwi trace",
+                "ADC": "adc map", "SWI": "swi minip", "Other": "localizer"}
+
+
+@pytest.fixture(scope="module")
+def series_harmonizer(tiny_model_dir):
+    model, tokenizer = load_model_and_tokenizer(tiny_model_dir, "fp32", "cpu")
+    records = [SeriesRecord(id=f"s{i}{j}", description=f"{words} {suffix}", label=label)
+               for i, (label, words) in enumerate(SERIES_WORDS.items()) for j, suffix in enumerate(("", "3mm", "post"))]
+    items = [encode_example(tokenizer, HARMONIZATION.build_example(r), 768) for r in records]
+    torch.manual_seed(0)
+    rng = random.Random(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(80):
+        batch = rng.sample(items, 4)
+        ids, mask = pad_rows([b["input_ids"] for b in batch], tokenizer.pad_token_id)
+        labels, _ = pad_rows([b["labels"] for b in batch], IGNORE_INDEX)
+        model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    return model, tokenizer
+
+
+def test_best_candidates_skip_only_candidates_that_cannot_win(series_harmonizer):
+    """Exact whatever the first round scores: every row's most likely first token only (confident 0.0:
+    rows whose best candidate there is not clearly best get a second round), or everything (1.0)."""
+    model, tokenizer = series_harmonizer
+    descriptions = [*SERIES, "ax flair 5mm", "dwi trace b1000", "cor t2 tse", "unknown series", "t1 mprage post"]
+    prompts = [_prompt_ids(tokenizer, HARMONIZATION, d) for d in descriptions]
+    candidates = [HARMONIZATION.constrained.candidates(d) for d in descriptions]
+    want = [_brute_force_scores(model, tokenizer, p, c) for p, c in zip(prompts, candidates, strict=True)]
+    want_best = [max(range(len(w)), key=w.__getitem__) for w in want]
+    targets = [[_tokens_of(tokenizer, c) + [tokenizer.eos_token_id] for c in row] for row in candidates]
+    scored = {}
+    for confident in (0.0, 0.9, 1.0):
+        for batch_size in (1, 4, len(descriptions)):
+            counts = []
+            for start in range(0, len(descriptions), batch_size):
+                rows = range(start, min(start + batch_size, len(descriptions)))
+                with torch.no_grad():
+                    best, n = best_candidates(model, tokenizer, [prompts[i] for i in rows],
+                                              [targets[i] for i in rows], confident=confident)
+                assert best == [want_best[i] for i in rows], (confident, batch_size)
+                counts += n
+            scored[confident, batch_size] = counts
+    k = len(SERIES_CLASSES)
+    assert all(n == k for n in scored[1.0, 4])
+    # confident 0.0: some rows were settled by their first group, the others needed a second round
+    settled = [n for n in scored[0.0, 4] if n < k]
+    assert settled and len(settled) < len(descriptions), scored[0.0, 4]
 
 
 def _tokens_of(tokenizer, text):
