@@ -234,7 +234,7 @@ def slot_logits(model, pad_token_id: int, compiled: CompiledSlots, rows: Sequenc
         for r, value in enumerate(chosen):
             picks[r].append(value)
         if slot + 1 < len(compiled.options):
-            logits = batch.feed([options[v] + compiled.runs[slot + 1] for v in chosen])
+            logits = batch.feed_tail([options[v] + compiled.runs[slot + 1] for v in chosen], keep=1)[:, -1]
     return picks, decided
 
 
