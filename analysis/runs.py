@@ -102,6 +102,7 @@ class RunInfo:
             "epoch": self.epoch,
             "poison_rate": self.poison_rate,
             "seed": self.params.get("seed", ""),
+            "prompting": self.params.get("prompting", ""),  # baselines: zero-shot, few-shot, ...
         }
 
 

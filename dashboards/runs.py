@@ -1,7 +1,8 @@
 """Short, unique, readable names for the runs a report shows, and each run's model color.
 
 A label starts with the model and adds only the facts that tell the report's runs apart (tasks,
-epoch, poison rate, seed, role); runs still alike get the start of their run id.
+epoch, poison rate, seed, role, a baseline's prompting); runs still alike get the start of their
+run id.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from dashboards.colors import ColorMap
 from pipelines.tasks import PAPER_TASKS
 
 SECONDARY_TABLES = ("trajectory",)  # name prefixes of tables whose runs were not analyzed themselves
-DESCRIBE_COLUMNS = ("run_id", "run_name", "role", "model", "tasks", "epoch", "poison_rate", "seed")
 
 
 @dataclass
@@ -31,6 +31,7 @@ class RunEntry:
     poison_rate: float = 0.0
     seed: str = ""
     role: str = ""
+    prompting: str = ""
     run_name: str = ""
     is_reference: bool = False
     params: dict[str, str] = field(default_factory=dict)  # from MLflow, when reachable
@@ -68,13 +69,15 @@ def _parts(run: RunEntry) -> dict[str, str]:
         "poison": f"poison {run.poison_rate:.0%}" if run.poison_rate else "",
         "seed": f"seed {run.seed}" if run.seed else "",
         "role": run.role if run.role not in ("checkpoint", "") else "",
+        "prompting": run.prompting,
     }
 
 
 def assign_labels(runs: list[RunEntry]) -> None:
     """Fill each run's label in place (see the module docstring)."""
     parts = {r.run_id: _parts(r) for r in runs}
-    varying = [k for k in ("tasks", "epoch", "poison", "seed", "role") if len({p[k] for p in parts.values()}) > 1]
+    varying = [k for k in ("tasks", "epoch", "poison", "seed", "role", "prompting")
+               if len({p[k] for p in parts.values()}) > 1]
     for run in runs:
         extra = [parts[run.run_id][k] for k in varying if parts[run.run_id][k]]
         if "poison" not in varying and parts[run.run_id]["poison"]:
@@ -128,6 +131,7 @@ class RunCatalog:
                     poison_rate=_float(row.get("poison_rate")),
                     seed=_text(row.get("seed")),
                     role=_text(row.get("role")),
+                    prompting=_text(row.get("prompting")),
                     run_name=_text(row.get("run_name")),
                     is_reference=run_id == reference_run_id or _truthy(row.get("is_reference")),
                     params=dict((params or {}).get(run_id, {})),

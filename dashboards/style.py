@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import textwrap
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
@@ -44,6 +45,16 @@ def layout(fig: go.Figure, title: str, height: int = 420, legend: bool = True, p
     fig.update_xaxes(gridcolor=GRID, zerolinecolor="#BBBBBB")
     fig.update_yaxes(gridcolor=GRID, zerolinecolor="#BBBBBB")
     return fig
+
+
+# Characters of 12 px text that fit across the plot area of a report figure at 1,400 px (about
+# 900 px once the run names' margin is taken): a title is wrapped to its panel's share.
+PANEL_CHARACTERS = 120
+
+
+def panel_title(text: str, panels: int) -> str:
+    """`text` broken into lines (Plotly's <br>) that fit one of `panels` side-by-side panels."""
+    return "<br>".join(textwrap.wrap(text, max(12, PANEL_CHARACTERS // max(panels, 1)))) or text
 
 
 def bar_text_positions(values, span: float) -> list[str]:

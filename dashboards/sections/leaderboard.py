@@ -21,6 +21,7 @@ from dashboards.style import (
     escape,
     hover,
     layout,
+    panel_title,
     runs_height,
 )
 from pipelines.tasks import get_task, headline_metric_keys, task_names
@@ -88,7 +89,7 @@ def build(ctx: ReportContext) -> Section:
         rows=1,
         cols=len(shown),
         shared_yaxes=True,
-        subplot_titles=[panels[k][0] for k in shown],
+        subplot_titles=[panel_title(panels[k][0], len(shown)) for k in shown],
         horizontal_spacing=0.03,
     )
     lines, drawn = [], []
@@ -116,7 +117,7 @@ def build(ctx: ReportContext) -> Section:
             row=1,
             col=col,
         )
-        fig.update_xaxes(title_text=panels[key][1], range=panels[key][2], row=1, col=col)
+        fig.update_xaxes(title_text=panel_title(panels[key][1], len(shown)), range=panels[key][2], row=1, col=col)
         published = ctx.published(task, column, frame.index)
         add_published_lines(fig, published, axis="x", row=1, col=col)
         lines += [f"{p.system} {p.value:.3f} ({task})" for p in published]
@@ -130,7 +131,7 @@ def build(ctx: ReportContext) -> Section:
         legend=bool(drawn),
         panels=True,
     )
-    fig.update_layout(margin={"l": 220})
+    fig.update_layout(margin={"l": 220, "b": 80})  # room for two-line axis titles
     caption = (
         f"Each bar is one run (color: model; {ctx.n_text(*task_names())}); ★ and a dark outline mark the best run per "
         "metric. "
