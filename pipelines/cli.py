@@ -280,11 +280,16 @@ def explicit_options(args: argparse.Namespace, config_cls: type) -> dict[str, An
             if getattr(args, f.name, None) is not None}
 
 
+def given_options(args: argparse.Namespace, config_cls: type) -> dict[str, Any]:
+    """What the user chose: --config FILE's fields, then the options given explicitly (no defaults)."""
+    from_file = load_config_file(args.config, config_cls) if getattr(args, "config", "") else {}
+    return {**from_file, **explicit_options(args, config_cls)}
+
+
 def config_from_args(args: argparse.Namespace, config_cls: type, base: dict[str, Any]) -> Any:
     """Build the config: class defaults, then `base` (a preset), then --config FILE, then options
     given explicitly."""
-    from_file = load_config_file(args.config, config_cls) if getattr(args, "config", "") else {}
-    return config_cls(**{**base, **from_file, **explicit_options(args, config_cls)})
+    return config_cls(**{**base, **given_options(args, config_cls)})
 
 
 def load_config_file(path: str | Path, config_cls: type) -> dict[str, Any]:

@@ -20,6 +20,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from pipelines.cli import (
     ArgumentParser,
@@ -30,6 +31,7 @@ from pipelines.cli import (
     config_from_args,
     explicit_options,
     fail,
+    given_options,
     setup_logging,
 )
 from pipelines.config import DEMO_PRESET, FinetuneConfig, cpu_preset
@@ -42,9 +44,14 @@ from pipelines.tasks import PAPER_TASKS
 from pipelines.train import distributed
 from pipelines.train.recipe import train
 
-# A preset's values for the tasks chosen (the cpu preset's report limits depend on them).
-PRESETS: dict[str, Callable[[tuple[str, ...]], dict[str, object]]] = {
-    "paper": lambda tasks: {}, "demo": lambda tasks: DEMO_PRESET, "cpu": cpu_preset}
+# A preset's values given what the user chose (given_options: the cpu preset's precision and report
+# limits depend on the tasks, precision and device asked for).
+PRESETS: dict[str, Callable[[dict[str, Any]], dict[str, object]]] = {
+    "paper": lambda given: {},
+    "demo": lambda given: DEMO_PRESET,
+    "cpu": lambda given: cpu_preset(given.get("tasks", PAPER_TASKS), given.get("precision", ""),
+                                    given.get("device", "auto")),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,9 +87,8 @@ def parse_command(argv: list[str] | None = None) -> tuple[FinetuneConfig, str]:
     if resume and resume != resuming.LATEST:
         tracking.connect(must_exist=True)
         return resuming.config_for_run(resume, explicit_options(args, FinetuneConfig)), resume
-    preset = PRESETS[args.preset]
-    tasks = config_from_args(args, FinetuneConfig, preset(PAPER_TASKS)).tasks
-    return config_from_args(args, FinetuneConfig, preset(tasks)), resume
+    preset = PRESETS[args.preset](given_options(args, FinetuneConfig))
+    return config_from_args(args, FinetuneConfig, preset), resume
 
 
 def main(argv: list[str] | None = None) -> int:

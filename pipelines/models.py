@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable
@@ -236,6 +237,16 @@ def resolve_precision(precision: str, device: str) -> str:
     if device.startswith("cuda") and torch.cuda.is_bf16_supported():
         return "bf16"
     return "fp32"
+
+
+def cpu_bf16_units(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (x86 AVX512-BF16 or AMX), where bf16
+    trains faster than fp32; elsewhere bf16 is emulated and slower. Unknown (no cpuinfo) is no."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return False
+    return re.search(r"\b(avx512_bf16|amx_bf16)\b", text) is not None
 
 
 TORCH_DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}

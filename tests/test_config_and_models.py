@@ -25,8 +25,10 @@ def test_demo_preset_and_explicit_options_win():
     assert cfg.epochs == 6 and cfg.tasks == ("labeling",) and cfg.train_limit > 0
 
 
-def test_cpu_preset_resolves_for_all_tasks_and_for_subsets_and_other_data():
+def test_cpu_preset_resolves_for_all_tasks_and_for_subsets_and_other_data(monkeypatch):
+    monkeypatch.setattr("pipelines.models.cpu_bf16_units", lambda: False)
     cfg = parse_args(["--preset", "cpu"])
+    assert cfg.precision == "auto"  # fp32 on a CPU, as before
     assert cfg.tasks == ("labeling", "harmonization", "impression")
     assert (cfg.epochs, cfg.checkpoint_epochs, cfg.value_weight, cfg.eval_limit) == (2, (2,), 5.0, 0)
     assert cfg.train_limits() == {"labeling": 320, "harmonization": 0, "impression": 120}
@@ -42,6 +44,30 @@ def test_cpu_preset_resolves_for_all_tasks_and_for_subsets_and_other_data():
     mine = parse_args(["--preset", "cpu", "--value-weight", "1", "--train-limit", "50",
                        "--task-train-limits", "impression=10"])
     assert mine.value_weight == 1.0 and mine.train_limits() == {"labeling": 50, "harmonization": 50, "impression": 10}
+
+
+def test_cpu_preset_trains_in_bf16_on_a_cpu_with_bf16_units_and_spends_the_time_on_reports(monkeypatch):
+    monkeypatch.setattr("pipelines.models.cpu_bf16_units", lambda: True)
+    cfg = parse_args(["--preset", "cpu"])
+    limits = cfg.train_limits()
+    assert cfg.precision == "bf16" and cfg.as_params()["precision"] == "bf16"
+    assert limits["labeling"] > 320 and limits["impression"] > 120
+    assert abs(limits["labeling"] / limits["impression"] - 320 / 120) < 0.1
+    assert parse_args(["--preset", "cpu", "--tasks", "labeling"]).train_limits()["labeling"] > 720
+    # a precision asked for wins, and the limits are those of that precision
+    fp32 = parse_args(["--preset", "cpu", "--precision", "fp32"])
+    assert fp32.precision == "fp32" and fp32.train_limits()["labeling"] == 320
+
+
+def test_bf16_units_are_read_from_the_cpu_flags(tmp_path):
+    from pipelines.models import cpu_bf16_units
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16 avx512_vnni\n")
+    assert cpu_bf16_units(info)
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_bf16x avx512_vnni\n")
+    assert not cpu_bf16_units(info)
+    assert not cpu_bf16_units(tmp_path / "missing")
 
 
 @pytest.mark.parametrize("text,message", [

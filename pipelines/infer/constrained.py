@@ -165,7 +165,6 @@ class IncrementalBatch:
         self.lengths = self.lengths + mask.sum(-1)
         return out.logits.float()
 
-
     def feed_tail(self, chunks: Sequence[Sequence[int]], keep: int) -> torch.Tensor:
         """One chunk per row, left-padded so that every row ends in the last column; the logits of
         the last `keep` columns only, (rows, keep, vocab)."""
