@@ -266,11 +266,10 @@ def cpu_train_limits(tasks: tuple[str, ...], precision: str = "fp32") -> str:
     """The cpu preset's `task_train_limits` for a set of tasks: what fits in CPU_WALL_SECONDS.
 
     The seconds left after scoring the tasks' test splits train 2 epochs at the rate measured in
-    `precision` (CPU_TRAIN_TOKENS_PER_SECOND);
-    every series is used, and the rest of the tokens go to the report tasks in the proportion of
-    CPU_REPORT_SHARES, so a subset spends a dropped task's minutes on more reports of the tasks
-    kept. A task without a measured cost (one you registered) keeps no limit. Reports are
-    rounded down to tens.
+    `precision` (CPU_TRAIN_TOKENS_PER_SECOND); every series is used, and the rest of the tokens
+    go to the report tasks in the proportion of CPU_REPORT_SHARES, so a subset spends a dropped
+    task's minutes on more reports of the tasks kept. A task without a measured cost (one you
+    registered) keeps no limit. Reports are rounded down to tens.
     """
     kept = [name for name in CPU_REPORT_SHARES if name in tasks]
     if not kept:
@@ -285,9 +284,9 @@ def cpu_train_limits(tasks: tuple[str, ...], precision: str = "fp32") -> str:
     return ",".join(f"{name}={int(CPU_REPORT_SHARES[name] * scale) // 10 * 10}" for name in kept)
 
 
-# The best recipe found for 2 CPU cores (issue #14; docs/cpu_preset.md has the evidence): every
-# series (they are short) and as many reports as fit in about 25 minutes of training, the slot
-# values of the labeling answer weighted 5x, scored once at the end on the whole test split.
+# The best recipe found for 2 CPU cores (issue #14; docs/cpu_preset.md has the evidence): the slot
+# values of the labeling answer weighted 5x, scored once at the end on the whole test split;
+# cpu_preset adds the precision and the report limits (every series, as many reports as fit).
 CPU_PRESET: dict[str, object] = {
     "epochs": CPU_EPOCHS,
     "checkpoint_epochs": (CPU_EPOCHS,),
@@ -295,7 +294,6 @@ CPU_PRESET: dict[str, object] = {
     "learning_rate": 2e-3,
     "lora_r": 8,
     "train_limit": 0,
-    "task_train_limits": cpu_train_limits(PAPER_TASKS),  # labeling=320,impression=120
     "eval_limit": 0,
     "value_weight": 5.0,
 }

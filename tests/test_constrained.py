@@ -140,16 +140,13 @@ def _keyword_reports() -> list[ReportRecord]:
     return records
 
 
-@pytest.fixture(scope="module")
-def keyword_labeler(tiny_model_dir):
-    model, tokenizer = load_model_and_tokenizer(tiny_model_dir, "fp32", "cpu")
-    examples = [LABELING.build_example(r) for r in _keyword_reports()]
-    items = [encode_example(tokenizer, e, 768) for e in examples]
+def _train_briefly(model, tokenizer, items: list[dict[str, list[int]]], *, steps: int) -> None:
+    """A few seconds of seeded training (batches of 4 encoded examples), then eval mode."""
     torch.manual_seed(0)
     rng = random.Random(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(150):
+    for _ in range(steps):
         batch = rng.sample(items, 4)
         ids, mask = pad_rows([b["input_ids"] for b in batch], tokenizer.pad_token_id)
         labels, _ = pad_rows([b["labels"] for b in batch], IGNORE_INDEX)
@@ -157,6 +154,14 @@ def keyword_labeler(tiny_model_dir):
         optimizer.step()
         optimizer.zero_grad()
     model.eval()
+
+
+@pytest.fixture(scope="module")
+def keyword_labeler(tiny_model_dir):
+    model, tokenizer = load_model_and_tokenizer(tiny_model_dir, "fp32", "cpu")
+    examples = [LABELING.build_example(r) for r in _keyword_reports()]
+    items = [encode_example(tokenizer, e, 768) for e in examples]
+    _train_briefly(model, tokenizer, items, steps=150)
     return model, tokenizer, examples
 
 
@@ -249,18 +254,7 @@ def series_harmonizer(tiny_model_dir):
     records = [SeriesRecord(id=f"s{i}{j}", description=f"{words} {suffix}", label=label)
                for i, (label, words) in enumerate(SERIES_WORDS.items()) for j, suffix in enumerate(("", "3mm", "post"))]
     items = [encode_example(tokenizer, HARMONIZATION.build_example(r), 768) for r in records]
-    torch.manual_seed(0)
-    rng = random.Random(0)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    model.train()
-    for _ in range(80):
-        batch = rng.sample(items, 4)
-        ids, mask = pad_rows([b["input_ids"] for b in batch], tokenizer.pad_token_id)
-        labels, _ = pad_rows([b["labels"] for b in batch], IGNORE_INDEX)
-        model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
-        optimizer.step()
-        optimizer.zero_grad()
-    model.eval()
+    _train_briefly(model, tokenizer, items, steps=80)
     return model, tokenizer
 
 
