@@ -159,6 +159,10 @@ class FinetuneConfig(RunSettings):
     value_weight: float = field(default=1.0, metadata={
         "help": "loss weight of the answer's slot-value tokens (labeling's 14 Yes/No) against its other tokens; "
                 "1 = the paper's plain response-only loss (pipelines/train/value_weighting.py)"})
+    value_balance: float = field(default=0.0, metadata={
+        "help": "class-balanced slot-value weights: a value n times in the training answers, in a slot whose "
+                "most common value is there m times, weighs (m/n)**p more; 0 = off (the paper's loss), "
+                "0.5 = square-root inverse frequency (pipelines/train/value_weighting.py)"})
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (4-7B presets)
     processes: int = 1  # >1: one fine-tune across N processes, started with torchrun (docs/multi_process.md)
     system_metrics: bool = field(default=True, metadata={
@@ -195,6 +199,8 @@ class FinetuneConfig(RunSettings):
             raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
         if not self.value_weight > 0:
             raise ConfigError(f"--value-weight must be > 0 (1 = unweighted), got {self.value_weight}")
+        if not 0.0 <= self.value_balance <= 1.0:
+            raise ConfigError(f"--value-balance must be within [0, 1] (0 = off), got {self.value_balance}")
         if not self.checkpoint_epochs:
             raise ConfigError("--checkpoint-epochs is empty; give at least one epoch, e.g. 2,5")
         if self.checkpoint_epochs[0] < 1 or self.checkpoint_epochs[-1] > self.epochs:
@@ -215,6 +221,11 @@ class FinetuneConfig(RunSettings):
     def to_dict(self) -> dict:
         """JSON-able form (the resolved config artifact)."""
         return config_document(self)
+
+    @property
+    def weights_tokens(self) -> bool:
+        """Whether the loss weighs tokens unequally (--value-weight or --value-balance)."""
+        return self.value_weight != 1.0 or self.value_balance != 0.0
 
     def train_limits(self) -> dict[str, int]:
         """Training examples per task: task_train_limits where given, else train_limit (0 = all)."""
@@ -257,9 +268,9 @@ CPU_EPOCHS = 2
 # scoring is taken to cost what fp32's does, an upper bound on the runs measured).
 CPU_TRAIN_TOKENS_PER_SECOND: dict[str, float] = {"fp32": 208, "bf16": 228}
 CPU_OVERHEAD_SECONDS = 10  # loading, data, logging: the measured run's wall time less training and scoring
-# The wall time a cpu preset run is sized to: that of the measured all-task run (34 min 10 s, under
-# the issue's 45-minute limit on 2 cores).
-CPU_WALL_SECONDS = 2050
+# The wall time a cpu preset run is sized to: 39 minutes, 6 (13%) under the issue's 45-minute limit
+# on 2 cores, as a margin for machines slower than the one measured (docs/cpu_preset.md).
+CPU_WALL_SECONDS = 2340
 
 
 def cpu_train_limits(tasks: tuple[str, ...], precision: str = "fp32") -> str:
@@ -285,7 +296,8 @@ def cpu_train_limits(tasks: tuple[str, ...], precision: str = "fp32") -> str:
 
 
 # The best recipe found for 2 CPU cores (issue #14; docs/cpu_preset.md has the evidence): the slot
-# values of the labeling answer weighted 5x, scored once at the end on the whole test split;
+# values of the labeling answer weighted 5x and balanced by their square-root inverse frequency,
+# scored once at the end on the whole test split;
 # cpu_preset adds the precision and the report limits (every series, as many reports as fit).
 CPU_PRESET: dict[str, object] = {
     "epochs": CPU_EPOCHS,
@@ -296,6 +308,7 @@ CPU_PRESET: dict[str, object] = {
     "train_limit": 0,
     "eval_limit": 0,
     "value_weight": 5.0,
+    "value_balance": 0.5,
 }
 
 

@@ -30,15 +30,15 @@ def test_cpu_preset_resolves_for_all_tasks_and_for_subsets_and_other_data(monkey
     cfg = parse_args(["--preset", "cpu"])
     assert cfg.precision == "auto"  # fp32 on a CPU, as before
     assert cfg.tasks == ("labeling", "harmonization", "impression")
-    assert (cfg.epochs, cfg.checkpoint_epochs, cfg.value_weight, cfg.eval_limit) == (2, (2,), 5.0, 0)
-    assert cfg.train_limits() == {"labeling": 320, "harmonization": 0, "impression": 120}
-    assert cfg.as_params()["task_train_limits"] == "labeling=320,impression=120"
+    assert (cfg.epochs, cfg.checkpoint_epochs, cfg.value_weight, cfg.value_balance, cfg.eval_limit) == (2, (2,), 5.0, 0.5, 0)
+    assert cfg.train_limits() == {"labeling": 430, "harmonization": 0, "impression": 160}
+    assert cfg.as_params()["task_train_limits"] == "labeling=430,impression=160"
     # a subset spends the dropped tasks' minutes (training and scoring) on more reports of the tasks kept
     labeling = parse_args(["--preset", "cpu", "--tasks", "labeling", "--data", "openi-csv:reports.csv"])
-    assert labeling.train_limits() == {"labeling": 720} and labeling.data == "openi-csv:reports.csv"
+    assert labeling.train_limits() == {"labeling": 850} and labeling.data == "openi-csv:reports.csv"
     assert parse_args(["--preset", "cpu", "--tasks", "harmonization"]).train_limits() == {"harmonization": 0}
     reports = parse_args(["--preset", "cpu", "--tasks", "labeling,impression"]).train_limits()
-    assert reports["labeling"] > 320 and reports["impression"] > 120
+    assert reports["labeling"] > 430 and reports["impression"] > 160
     assert abs(reports["labeling"] / reports["impression"] - 320 / 120) < 0.1
     # explicit options win over the preset, a per-task limit over --train-limit
     mine = parse_args(["--preset", "cpu", "--value-weight", "1", "--train-limit", "50",
@@ -51,12 +51,12 @@ def test_cpu_preset_trains_in_bf16_on_a_cpu_with_bf16_units_and_spends_the_time_
     cfg = parse_args(["--preset", "cpu"])
     limits = cfg.train_limits()
     assert cfg.precision == "bf16" and cfg.as_params()["precision"] == "bf16"
-    assert limits["labeling"] > 320 and limits["impression"] > 120
+    assert limits["labeling"] > 430 and limits["impression"] > 160  # fp32's, below
     assert abs(limits["labeling"] / limits["impression"] - 320 / 120) < 0.1
-    assert parse_args(["--preset", "cpu", "--tasks", "labeling"]).train_limits()["labeling"] > 720
+    assert parse_args(["--preset", "cpu", "--tasks", "labeling"]).train_limits()["labeling"] > 850
     # a precision asked for wins, and the limits are those of that precision
     fp32 = parse_args(["--preset", "cpu", "--precision", "fp32"])
-    assert fp32.precision == "fp32" and fp32.train_limits()["labeling"] == 320
+    assert fp32.precision == "fp32" and fp32.train_limits()["labeling"] == 430
 
 
 def test_bf16_units_are_read_from_the_cpu_flags(tmp_path):

@@ -54,6 +54,34 @@ def test_only_the_value_tokens_change_weight(tiny):
         assert a["input_ids"] == b["input_ids"] and a["labels"] == b["labels"]
 
 
+
+def test_balance_weighs_each_value_by_its_slots_inverse_frequency(tiny):
+    _, tokenizer = tiny
+    # three reports: Cardiomegaly Yes in 1 of 3, Edema Yes in 2 of 3, every other label always No
+    rows = [dict.fromkeys(LABEL_KEYS, "No") | extra for extra in
+            ({"Cardiomegaly": "Yes", "Edema": "Yes"}, {"Edema": "Yes"}, {})]
+    examples = [LABELING.build_example(ReportRecord(id=f"r{i}", findings="FINDINGS: x.", impression="", labels=row))
+                for i, row in enumerate(rows)] + [HARMONIZATION.build_example(
+                    SeriesRecord(id="s1", description="AX T2 FLAIR", label="T2/FLAIR"))]
+    plain = [encode_example(tokenizer, e, 768) for e in examples]
+    unbalanced = [encode_example(tokenizer, e, 768) for e in examples]
+    balanced = [encode_example(tokenizer, e, 768) for e in examples]
+    add_value_weights(unbalanced, examples, tokenizer, 3.0)
+    assert add_value_weights(balanced, examples, tokenizer, 3.0, balance=0.5) == 3
+    expected = {("Cardiomegaly", "Yes"): (2 / 1) ** 0.5, ("Cardiomegaly", "No"): 1.0,
+                ("Edema", "Yes"): 1.0, ("Edema", "No"): (2 / 1) ** 0.5}
+    for row, item, reference in zip(rows, balanced, unbalanced, strict=False):
+        heavy = [i for i, w in enumerate(reference[TOKEN_WEIGHTS]) if w == 3.0]
+        assert len(heavy) == len(LABEL_KEYS)  # one token per value: position k is slot k
+        for key, i in zip(LABEL_KEYS, heavy, strict=True):
+            assert item[TOKEN_WEIGHTS][i] == pytest.approx(3.0 * expected.get((key, row[key]), 1.0))
+        # every other token keeps its unbalanced weight
+        assert [w for i, w in enumerate(item[TOKEN_WEIGHTS]) if i not in heavy] == \
+            [w for i, w in enumerate(reference[TOKEN_WEIGHTS]) if i not in heavy]
+    assert balanced[-1][TOKEN_WEIGHTS] == unbalanced[-1][TOKEN_WEIGHTS]  # no slots: untouched
+    for a, b in zip(plain, balanced, strict=True):
+        assert a["input_ids"] == b["input_ids"] and a["labels"] == b["labels"]
+
 def _per_token_losses(model, item):
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([item["input_ids"]])).logits[0].float()
@@ -106,3 +134,7 @@ def test_value_weight_is_validated_and_logged_as_a_param():
     assert FinetuneConfig().value_weight == 1.0  # the paper's loss by default
     with pytest.raises(ConfigError, match="--value-weight"):
         FinetuneConfig(value_weight=0)
+    assert FinetuneConfig(value_balance=0.5).as_params()["value_balance"] == "0.5"
+    assert FinetuneConfig(value_balance=0.5).weights_tokens and not FinetuneConfig().weights_tokens
+    with pytest.raises(ConfigError, match="--value-balance"):
+        FinetuneConfig(value_balance=1.5)

@@ -389,8 +389,8 @@ def _encoded_train_set(prepared: Prepared, tokenizer) -> EncodedDataset:
     config = prepared.config
     examples = [e for task_examples in prepared.examples.train.values() for e in task_examples]
     items = [encode_example(tokenizer, e, config.max_seq_length) for e in examples]
-    if config.value_weight != 1.0:
-        add_value_weights(items, examples, tokenizer, config.value_weight)
+    if config.weights_tokens:
+        add_value_weights(items, examples, tokenizer, config.value_weight, config.value_balance)
     return EncodedDataset(items)
 
 
@@ -403,7 +403,7 @@ def _fit(prepared: Prepared, peft_model, tokenizer, dataset: EncodedDataset, cal
     config = prepared.config
     callback.model = peft_model
     collator = training_collator(peft_model, config.packing, tokenizer.pad_token_id)
-    trainer_class = ValueWeightedTrainer if config.value_weight != 1.0 else EpochSeededTrainer
+    trainer_class = ValueWeightedTrainer if config.weights_tokens else EpochSeededTrainer
     trainer = trainer_class(
         model=peft_model,
         args=_training_arguments(config, prepared.device, prepared.precision, callback.outputs.trainer_dir),
