@@ -30,7 +30,8 @@ def test_cpu_preset_resolves_for_all_tasks_and_for_subsets_and_other_data(monkey
     cfg = parse_args(["--preset", "cpu"])
     assert cfg.precision == "auto"  # fp32 on a CPU, as before
     assert cfg.tasks == ("labeling", "harmonization", "impression")
-    assert (cfg.epochs, cfg.checkpoint_epochs, cfg.value_weight, cfg.value_balance, cfg.eval_limit) == (2, (2,), 5.0, 0.5, 0)
+    assert (cfg.epochs, cfg.checkpoint_epochs, cfg.eval_limit) == (2, (2,), 0)
+    assert (cfg.value_weight, cfg.value_balance) == (5.0, 0.5)
     assert cfg.train_limits() == {"labeling": 430, "harmonization": 0, "impression": 160}
     assert cfg.as_params()["task_train_limits"] == "labeling=430,impression=160"
     # a subset spends the dropped tasks' minutes (training and scoring) on more reports of the tasks kept
