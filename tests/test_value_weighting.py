@@ -54,7 +54,6 @@ def test_only_the_value_tokens_change_weight(tiny):
         assert a["input_ids"] == b["input_ids"] and a["labels"] == b["labels"]
 
 
-
 def test_balance_weighs_each_value_by_its_slots_inverse_frequency(tiny):
     _, tokenizer = tiny
     # three reports: Cardiomegaly Yes in 1 of 3, Edema Yes in 2 of 3, every other label always No
@@ -70,7 +69,7 @@ def test_balance_weighs_each_value_by_its_slots_inverse_frequency(tiny):
     assert add_value_weights(balanced, examples, tokenizer, 3.0, balance=0.5) == 3
     expected = {("Cardiomegaly", "Yes"): (2 / 1) ** 0.5, ("Cardiomegaly", "No"): 1.0,
                 ("Edema", "Yes"): 1.0, ("Edema", "No"): (2 / 1) ** 0.5}
-    for row, item, reference in zip(rows, balanced, unbalanced, strict=False):
+    for row, item, reference in zip(rows, balanced[:3], unbalanced[:3], strict=True):  # the reports
         heavy = [i for i, w in enumerate(reference[TOKEN_WEIGHTS]) if w == 3.0]
         assert len(heavy) == len(LABEL_KEYS)  # one token per value: position k is slot k
         for key, i in zip(LABEL_KEYS, heavy, strict=True):
@@ -81,6 +80,7 @@ def test_balance_weighs_each_value_by_its_slots_inverse_frequency(tiny):
     assert balanced[-1][TOKEN_WEIGHTS] == unbalanced[-1][TOKEN_WEIGHTS]  # no slots: untouched
     for a, b in zip(plain, balanced, strict=True):
         assert a["input_ids"] == b["input_ids"] and a["labels"] == b["labels"]
+
 
 def _per_token_losses(model, item):
     with torch.no_grad():
