@@ -163,6 +163,9 @@ class FinetuneConfig(RunSettings):
         "help": "class-balanced slot-value weights: a value n times in the training answers, in a slot whose "
                 "most common value is there m times, weighs (m/n)**p more; 0 = off (the paper's loss), "
                 "0.5 = square-root inverse frequency (pipelines/train/value_weighting.py)"})
+    series_noise: int = field(default=0, metadata={
+        "help": "site-noise copies of each training series description (a series number, a study tag, a "
+                "recased word; pipelines/data/series_noise.py); 0 = off, the paper's data"})
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (4-7B presets)
     processes: int = 1  # >1: one fine-tune across N processes, started with torchrun (docs/multi_process.md)
     system_metrics: bool = field(default=True, metadata={
@@ -188,7 +191,7 @@ class FinetuneConfig(RunSettings):
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.disk_reserve_mb < 0:
             raise ConfigError(f"--disk-reserve-mb must be >= 0, got {self.disk_reserve_mb}")
-        for name in ("train_limit", "eval_limit", "max_new_tokens"):
+        for name in ("train_limit", "eval_limit", "max_new_tokens", "series_noise"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 (0 = all), got {getattr(self, name)}")
         if not 0.0 <= self.poison_rate <= 1.0:
@@ -273,14 +276,15 @@ CPU_OVERHEAD_SECONDS = 10  # loading, data, logging: the measured run's wall tim
 CPU_WALL_SECONDS = 2340
 
 
-def cpu_train_limits(tasks: tuple[str, ...], precision: str = "fp32") -> str:
+def cpu_train_limits(tasks: tuple[str, ...], precision: str = "fp32", series_noise: int = 0) -> str:
     """The cpu preset's `task_train_limits` for a set of tasks: what fits in CPU_WALL_SECONDS.
 
     The seconds left after scoring the tasks' test splits train 2 epochs at the rate measured in
     `precision` (CPU_TRAIN_TOKENS_PER_SECOND); every series is used, and the rest of the tokens
     go to the report tasks in the proportion of CPU_REPORT_SHARES, so a subset spends a dropped
-    task's minutes on more reports of the tasks kept. A task without a measured cost (one you
-    registered) keeps no limit. Reports are rounded down to tens.
+    task's minutes on more reports of the tasks kept; `series_noise` copies of each series are
+    paid for in reports too. A task without a measured cost (one you registered) keeps no limit.
+    Reports are rounded down to tens.
     """
     kept = [name for name in CPU_REPORT_SHARES if name in tasks]
     if not kept:
@@ -289,7 +293,7 @@ def cpu_train_limits(tasks: tuple[str, ...], precision: str = "fp32") -> str:
     scoring = sum(CPU_COSTS[t].score_seconds for t in tasks if t in CPU_COSTS)
     tokens = (CPU_WALL_SECONDS - CPU_OVERHEAD_SECONDS - scoring) * rate / CPU_EPOCHS
     if "harmonization" in tasks:
-        tokens -= CPU_SERIES * CPU_COSTS["harmonization"].tokens_per_example
+        tokens -= CPU_SERIES * (1 + series_noise) * CPU_COSTS["harmonization"].tokens_per_example
     share_tokens = sum(CPU_REPORT_SHARES[t] * CPU_COSTS[t].tokens_per_example for t in kept)
     scale = max(tokens, 0) / share_tokens
     return ",".join(f"{name}={int(CPU_REPORT_SHARES[name] * scale) // 10 * 10}" for name in kept)
@@ -297,8 +301,8 @@ def cpu_train_limits(tasks: tuple[str, ...], precision: str = "fp32") -> str:
 
 # The best recipe found for 2 CPU cores (issue #14; docs/cpu_preset.md has the evidence): the slot
 # values of the labeling answer weighted 5x and balanced by their square-root inverse frequency,
-# scored once at the end on the whole test split;
-# cpu_preset adds the precision and the report limits (every series, as many reports as fit).
+# every training series twice (as written and with site noise), scored once at the end on the
+# whole test split; cpu_preset adds the precision and the report limits (as many reports as fit).
 CPU_PRESET: dict[str, object] = {
     "epochs": CPU_EPOCHS,
     "checkpoint_epochs": (CPU_EPOCHS,),
@@ -309,20 +313,23 @@ CPU_PRESET: dict[str, object] = {
     "eval_limit": 0,
     "value_weight": 5.0,
     "value_balance": 0.5,
+    "series_noise": 1,
 }
 
 
-def cpu_preset(tasks: tuple[str, ...] | str = PAPER_TASKS, precision: str = "", device: str = "auto"
-               ) -> dict[str, object]:
-    """The cpu preset for these tasks, the precision asked for ("": none) and the device. Asked for
-    none, it trains in bf16 on a CPU with bf16 units (docs/cpu_preset.md: as good as fp32 on the
-    validation split, and faster) and spends the time saved on more reports (cpu_train_limits)."""
+def cpu_preset(tasks: tuple[str, ...] | str = PAPER_TASKS, precision: str = "", device: str = "auto",
+               series_noise: int | None = None) -> dict[str, object]:
+    """The cpu preset for these tasks, the precision asked for ("": none), the device and the series
+    noise asked for (None: the preset's). Asked for no precision, it trains in bf16 on a CPU with
+    bf16 units (docs/cpu_preset.md: as good as fp32 on the validation split, and faster) and
+    spends the time saved on more reports (cpu_train_limits)."""
     from pipelines.models import cpu_bf16_units, resolve_device
 
     if not precision:
         precision = "bf16" if resolve_device(device) == "cpu" and cpu_bf16_units() else "auto"
+    noise = int(CPU_PRESET.get("series_noise", 0) if series_noise is None else series_noise)
     return {**CPU_PRESET, "precision": precision,
-            "task_train_limits": cpu_train_limits(task_tuple(tasks), precision)}
+            "task_train_limits": cpu_train_limits(task_tuple(tasks), precision, noise)}
 
 
 SPLITS = ("test", "all")

@@ -56,7 +56,7 @@ def prepare(config: FinetuneConfig) -> Prepared:
     used = carve_validation(splits) if config.eval_split == "validation" else splits
     examples = build_examples(
         bundle, used, config.tasks, train_limit=config.train_limits(), eval_limit=config.eval_limit,
-        poison_rate=config.poison_rate, poison_seed=config.seed,
+        poison_rate=config.poison_rate, seed=config.seed, series_noise=config.series_noise,
     )
     return Prepared(config, model_ref, device, precision, examples,
                     manifest(bundle, splits, config.split_seed), bundle, splits)
