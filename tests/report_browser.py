@@ -15,6 +15,7 @@ from pathlib import Path
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 BUDGET_MS = 15000  # virtual time for scripts and timers (the page polls up to 10 s for its figures)
+VIEWER_BUDGET_MS = 60000  # the same inside the MLflow viewer's sandboxed frame (load_as_mlflow_shows_it)
 
 
 def available() -> bool:
@@ -113,11 +114,12 @@ def external_sources(html: str) -> list[str]:
     return parser.sources
 
 
-def _run(page: Path, workdir: Path, extra: list[str], timeout: int) -> subprocess.CompletedProcess:
+def _run(page: Path, workdir: Path, extra: list[str], timeout: int, budget_ms: int = BUDGET_MS
+         ) -> subprocess.CompletedProcess:
     profile = workdir / "chromium-profile"
     shutil.rmtree(profile, ignore_errors=True)
     proc = subprocess.run(
-        _command(profile, f"--virtual-time-budget={BUDGET_MS}", *extra, "--dump-dom", page.resolve().as_uri()),
+        _command(profile, f"--virtual-time-budget={budget_ms}", *extra, "--dump-dom", page.resolve().as_uri()),
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -184,7 +186,9 @@ def load_as_mlflow_shows_it(page: Path, workdir: Path, timeout: int = 120) -> di
     viewer = workdir / "mlflow-viewer.html"
     # a JS string literal; "</" escaped so that the page's own </script> tags do not end ours
     viewer.write_text(_VIEWER.replace("PAGE_TEXT", json.dumps(text).replace("</", "<\\/")), encoding="utf-8")
-    proc = _run(viewer, workdir, [], timeout)
+    # the page reaches the frame as a multi-megabyte blob: on a loaded machine its parsing can outlast
+    # BUDGET_MS of virtual time before any script of it runs, so the frame gets a longer budget
+    proc = _run(viewer, workdir, [], timeout, budget_ms=VIEWER_BUDGET_MS)
     match = re.search(r'<pre id="result">(.*?)</pre>', proc.stdout, re.S)
     result = json.loads(html.unescape(match.group(1))) if match else {}
     result["console_errors"] = _console_errors(proc.stderr)
