@@ -191,9 +191,11 @@ class FinetuneConfig(RunSettings):
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
         if self.disk_reserve_mb < 0:
             raise ConfigError(f"--disk-reserve-mb must be >= 0, got {self.disk_reserve_mb}")
-        for name in ("train_limit", "eval_limit", "max_new_tokens", "series_noise"):
+        for name in ("train_limit", "eval_limit", "max_new_tokens"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 (0 = all), got {getattr(self, name)}")
+        if self.series_noise < 0:
+            raise ConfigError(f"--series-noise must be >= 0 (0 = off), got {self.series_noise}")
         if not 0.0 <= self.poison_rate <= 1.0:
             raise ConfigError(f"--poison-rate must be within [0, 1], got {self.poison_rate}")
         if not 0.0 <= self.lora_dropout < 1.0:

@@ -77,5 +77,5 @@ def test_series_noise_adds_training_series_only():
 def test_series_noise_option():
     assert FinetuneConfig(series_noise=1).as_params()["series_noise"] == "1"
     assert FinetuneConfig().series_noise == 0
-    with pytest.raises(ConfigError, match="--series-noise"):
+    with pytest.raises(ConfigError, match=r"--series-noise must be >= 0 \(0 = off\)"):
         FinetuneConfig(series_noise=-1)
