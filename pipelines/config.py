@@ -329,7 +329,7 @@ def cpu_preset(tasks: tuple[str, ...] | str = PAPER_TASKS, precision: str = "", 
 
     if not precision:
         precision = "bf16" if resolve_device(device) == "cpu" and cpu_bf16_units() else "auto"
-    noise = int(CPU_PRESET.get("series_noise", 0) if series_noise is None else series_noise)
+    noise = int(CPU_PRESET["series_noise"]) if series_noise is None else series_noise
     return {**CPU_PRESET, "precision": precision,
             "task_train_limits": cpu_train_limits(task_tuple(tasks), precision, noise)}
 

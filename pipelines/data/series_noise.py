@@ -47,7 +47,6 @@ def noisy_copies(records: list[SeriesRecord], copies: int, seed: int) -> list[Se
     for record in records:
         rng = random.Random(f"{seed}:{record.id}")
         for j in range(1, copies + 1):
-            text = record.description
             for _ in range(20):
                 text = site_noise(rng, record.description)
                 if text not in seen:
