@@ -395,6 +395,23 @@ def test_report_renders_as_the_mlflow_ui_artifact_view_shows_it(built, tmp_path)
 
 
 @needs_chromium
+def test_mlflow_view_check_waits_for_a_page_that_settles_on_a_timer(tmp_path):
+    """A report still rendering when its last script runs settles from a setTimeout (as on a loaded
+    machine); the sandboxed frame's report must still reach the viewer (CI flake of stop 24)."""
+    page = tmp_path / "late.html"
+    page.write_text(
+        '<!DOCTYPE html><html><body data-report-status="loading"><div class="plotly-graph-div" id="late">'
+        '</div><script>setTimeout(function () {'
+        ' document.getElementById("late").innerHTML = \'<svg class="main-svg"></svg>\';'
+        ' document.body.dataset.reportStatus = "ok"; }, 2000);</script></body></html>',
+        encoding="utf-8",
+    )
+    result = report_browser.load_as_mlflow_shows_it(page, tmp_path)
+    assert result.get("status") == "ok", result
+    assert result["figures"] == {"late": True}
+
+
+@needs_chromium
 def test_single_figure_page_renders_from_the_report_folder(built, tmp_path):
     fig = built["result"].report.figures[0]
     write_report(built["result"].report, tmp_path / "shared", figure_js="shared")
