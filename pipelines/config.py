@@ -163,6 +163,10 @@ class FinetuneConfig(RunSettings):
         "help": "class-balanced slot-value weights: a value n times in the training answers, in a slot whose "
                 "most common value is there m times, weighs (m/n)**p more; 0 = off (the paper's loss), "
                 "0.5 = square-root inverse frequency (pipelines/train/value_weighting.py)"})
+    choice_weight: float = field(default=1.0, metadata={
+        "help": "loss weight of the tokens that tell a scored answer from the task's other candidates "
+                "(harmonization's class name) against its other tokens (the description it repeats); "
+                "1 = the paper's plain response-only loss (pipelines/train/value_weighting.py)"})
     series_noise: int = field(default=0, metadata={
         "help": "site-noise copies of each training series description (a series number, a study tag, a "
                 "recased word; pipelines/data/series_noise.py); 0 = off, the paper's data"})
@@ -204,6 +208,8 @@ class FinetuneConfig(RunSettings):
             raise ConfigError(f"--learning-rate must be > 0, got {self.learning_rate}")
         if not self.value_weight > 0:
             raise ConfigError(f"--value-weight must be > 0 (1 = unweighted), got {self.value_weight}")
+        if not self.choice_weight > 0:
+            raise ConfigError(f"--choice-weight must be > 0 (1 = unweighted), got {self.choice_weight}")
         if not 0.0 <= self.value_balance <= 1.0:
             raise ConfigError(f"--value-balance must be within [0, 1] (0 = off), got {self.value_balance}")
         if not self.checkpoint_epochs:
@@ -229,8 +235,8 @@ class FinetuneConfig(RunSettings):
 
     @property
     def weights_tokens(self) -> bool:
-        """Whether the loss weighs tokens unequally (--value-weight or --value-balance)."""
-        return self.value_weight != 1.0 or self.value_balance != 0.0
+        """Whether the loss weighs tokens unequally (--value-weight, --value-balance or --choice-weight)."""
+        return self.value_weight != 1.0 or self.value_balance != 0.0 or self.choice_weight != 1.0
 
     def train_limits(self) -> dict[str, int]:
         """Training examples per task: task_train_limits where given, else train_limit (0 = all)."""

@@ -1,4 +1,5 @@
-"""--value-weight: only the slot-value tokens' loss weight changes; the loss is the weighted mean."""
+"""--value-weight and --choice-weight: only the slot-value (or class) tokens' loss weight changes;
+the loss is the weighted mean."""
 from __future__ import annotations
 
 import pytest
@@ -11,7 +12,7 @@ from pipelines.tasks import get_task
 from pipelines.train.encoding import IGNORE_INDEX, TOKEN_WEIGHTS, ResponseOnlyCollator, encode_example
 from pipelines.train.packing import PackingCollator
 from pipelines.train.value_weighting import add_value_weights, weighted_lm_loss
-from pipelines.vocabulary import LABEL_KEYS
+from pipelines.vocabulary import LABEL_KEYS, SERIES_CLASSES
 
 LABELING, HARMONIZATION = get_task("labeling"), get_task("harmonization")
 
@@ -82,6 +83,44 @@ def test_balance_weighs_each_value_by_its_slots_inverse_frequency(tiny):
         assert a["input_ids"] == b["input_ids"] and a["labels"] == b["labels"]
 
 
+@pytest.mark.parametrize("description", ["COR T2 loc", "t1_mprage_sag", 'odd "quoted" name'])
+def test_choice_weight_changes_only_the_class_tokens(tiny, description):
+    _, tokenizer = tiny
+    for label in SERIES_CLASSES:
+        examples = [_examples()[0], HARMONIZATION.build_example(SeriesRecord(id="s", description=description,
+                                                                             label=label))]
+        plain = [encode_example(tokenizer, e, 768) for e in examples]
+        items = [encode_example(tokenizer, e, 768) for e in examples]
+        add_value_weights(plain, examples, tokenizer, 1.0)
+        add_value_weights(items, examples, tokenizer, 1.0, choice_weight=4.0)
+        assert items[0][TOKEN_WEIGHTS] == plain[0][TOKEN_WEIGHTS]  # labeling has no candidates: untouched
+        item = items[1]
+        heavy = [i for i, w in enumerate(item[TOKEN_WEIGHTS]) if w == 4.0]
+        assert heavy == list(range(heavy[0], heavy[-1] + 1))  # one run of tokens
+        # independently: the heavy run holds the class name, and only the tokens in which this
+        # answer's token sequence differs from another class's answer
+        decoded = tokenizer.decode([item["labels"][i] for i in heavy])
+        assert label in decoded and len(decoded) <= len(label) + 1, (label, decoded)
+        others = [tokenizer(HARMONIZATION.constrained.candidates(description)[k], add_special_tokens=False)
+                  ["input_ids"] for k, c in enumerate(SERIES_CLASSES) if c != label]
+        start = item["labels"].index(next(t for t in item["labels"] if t != IGNORE_INDEX))
+        answer = item["labels"][start:]
+        first_difference = min(next(j for j, (a, b) in enumerate(zip(answer, o, strict=False)) if a != b)
+                               for o in others)
+        assert heavy[0] == start + first_difference
+        assert [w for i, w in enumerate(item[TOKEN_WEIGHTS]) if i not in heavy] == \
+            [w for i, w in enumerate(plain[1][TOKEN_WEIGHTS]) if i not in heavy]
+        assert item["input_ids"] == plain[1]["input_ids"] and item["labels"] == plain[1]["labels"]
+
+
+def test_a_cut_harmonization_target_keeps_unit_weights(tiny):
+    _, tokenizer = tiny
+    example = HARMONIZATION.build_example(SeriesRecord(id="s", description="AX T2 FLAIR " * 8, label="T2/FLAIR"))
+    item = encode_example(tokenizer, example, 24)  # the target is cut: it is no candidate any more
+    add_value_weights([item], [example], tokenizer, 1.0, choice_weight=4.0)
+    assert set(item[TOKEN_WEIGHTS]) == {0.0, 1.0}
+
+
 def _per_token_losses(model, item):
     with torch.no_grad():
         logits = model(input_ids=torch.tensor([item["input_ids"]])).logits[0].float()
@@ -138,3 +177,7 @@ def test_value_weight_is_validated_and_logged_as_a_param():
     assert FinetuneConfig(value_balance=0.5).weights_tokens and not FinetuneConfig().weights_tokens
     with pytest.raises(ConfigError, match="--value-balance"):
         FinetuneConfig(value_balance=1.5)
+    assert FinetuneConfig(choice_weight=5).as_params()["choice_weight"] in ("5", "5.0")
+    assert FinetuneConfig(choice_weight=5).weights_tokens and FinetuneConfig().choice_weight == 1.0
+    with pytest.raises(ConfigError, match="--choice-weight"):
+        FinetuneConfig(choice_weight=-1)

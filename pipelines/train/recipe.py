@@ -390,7 +390,8 @@ def _encoded_train_set(prepared: Prepared, tokenizer) -> EncodedDataset:
     examples = [e for task_examples in prepared.examples.train.values() for e in task_examples]
     items = [encode_example(tokenizer, e, config.max_seq_length) for e in examples]
     if config.weights_tokens:
-        add_value_weights(items, examples, tokenizer, config.value_weight, config.value_balance)
+        add_value_weights(items, examples, tokenizer, config.value_weight, config.value_balance,
+                          config.choice_weight)
     return EncodedDataset(items)
 
 

@@ -10,6 +10,12 @@ the batch loss is the weighted mean (sum of w_i * CE_i over sum of w_i per micro
 by (m / n) ** p, where n is how often that slot takes that value in the training examples and m
 how often it takes its most common value: with p = 0.5 a finding present in 3% of the reports
 weighs about 5.7x its "No" (square-root inverse frequency); p = 0 is no balancing.
+
+`--choice-weight c` (an option) does the same for tasks scored among candidate answers
+(ScoredCandidates): a harmonization target repeats the description and then names the class
+(``{"COR T2 loc": "Other"}``), and only the tokens in which the candidates differ (the class, with
+whatever quote a tokenizer merges into it) decide the answer. Those tokens weigh c; the copied
+description, which the model learns within a few steps, keeps 1.
 """
 from __future__ import annotations
 
@@ -19,8 +25,9 @@ from collections import Counter
 import torch
 
 from pipelines.infer.constrained import CompiledSlots, TemplateError, compile_slots
+from pipelines.infer.evaluation import input_text
 from pipelines.tasks import get_task
-from pipelines.tasks.base import Example, SlotChoices
+from pipelines.tasks.base import Example, ScoredCandidates, SlotChoices
 from pipelines.train.encoding import IGNORE_INDEX, TOKEN_WEIGHTS
 from pipelines.train.sampler import EpochSeededTrainer
 
@@ -46,6 +53,26 @@ def slot_value_spans(compiled: CompiledSlots, target: list[int]) -> list[tuple[i
     return spans if at <= len(target) else None
 
 
+def choice_span(tokenizer, shape: ScoredCandidates, text: str, target: list[int]) -> range | None:
+    """Positions of `target` (one candidate's tokens, eos or not after them) in which the task's
+    candidates for the input `text` differ; None if `target` is none of them (a cut target)."""
+    rows = [_tokens(tokenizer, c) for c in shape.candidates(text)]
+    chosen = next((row for row in rows if target[: len(row)] == row), None)
+    if chosen is None or len(rows) < 2:
+        return None
+    prefix = min(_common_length(rows[0], row) for row in rows[1:])
+    suffix = min(_common_length(rows[0][::-1], row[::-1]) for row in rows[1:])
+    return range(prefix, len(chosen) - min(suffix, len(chosen) - prefix))
+
+
+def _common_length(a: list[int], b: list[int]) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+
+def _tokens(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]  # as encode_example tokenizes a target
+
+
 def balance_factors(counts: Counter, power: float) -> dict[tuple, float]:
     """(task, slot, option) -> (m / n) ** power, m the count of the slot's most common option."""
     top: dict[tuple, int] = {}
@@ -55,9 +82,10 @@ def balance_factors(counts: Counter, power: float) -> dict[tuple, float]:
 
 
 def add_value_weights(items: list[dict], examples: list[Example], tokenizer, weight: float,
-                      balance: float = 0.0) -> int:
+                      balance: float = 0.0, choice_weight: float = 1.0) -> int:
     """Give every item a TOKEN_WEIGHTS list (1.0 on response tokens, `weight` times the value's
-    balance factor on slot-value tokens); the number of items weighted."""
+    balance factor on slot-value tokens, `choice_weight` on a scored answer's choice tokens); the
+    number of items with slot values weighted."""
     templates: dict[str, CompiledSlots | None] = {}
     found: list[tuple[int, list[tuple[int, range]]] | None] = []
     for item, example in zip(items, examples, strict=True):
@@ -78,12 +106,30 @@ def add_value_weights(items: list[dict], examples: list[Example], tokenizer, wei
                 for p in positions:
                     weights[start + p] = weight * factors[example.task, slot, chosen]
         item[TOKEN_WEIGHTS] = weights
+    chosen_items = _weigh_choices(items, examples, tokenizer, choice_weight) if choice_weight != 1.0 else 0
     weighted = sum(hit is not None for hit in found)
-    log.info("value-token loss weight %.3g (balance power %.3g) on %d of %d training examples",
-             weight, balance, weighted, len(items))
+    log.info("value-token loss weight %.3g (balance power %.3g) on %d of %d training examples; "
+             "choice-token weight %.3g on %d", weight, balance, weighted, len(items), choice_weight, chosen_items)
     if balance and factors:
         log.info("largest balance factor %.2f", max(factors.values()))
     return weighted
+
+
+def _weigh_choices(items: list[dict], examples: list[Example], tokenizer, choice_weight: float) -> int:
+    """Set `choice_weight` on the choice tokens of every ScoredCandidates item; how many had them."""
+    done = 0
+    for item, example in zip(items, examples, strict=True):
+        shape = get_task(example.task).constrained
+        if not isinstance(shape, ScoredCandidates):
+            continue
+        start = next((i for i, label in enumerate(item["labels"]) if label != IGNORE_INDEX), len(item["labels"]))
+        span = choice_span(tokenizer, shape, input_text(example.prompt), item["labels"][start:])
+        if span is None:
+            continue
+        for p in span:
+            item[TOKEN_WEIGHTS][start + p] = choice_weight
+        done += 1
+    return done
 
 
 def _template(tokenizer, task_name: str) -> CompiledSlots | None:
