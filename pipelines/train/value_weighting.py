@@ -69,6 +69,11 @@ def _common_length(a: list[int], b: list[int]) -> int:
     return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
+def _response_start(labels: list[int]) -> int:
+    """Index of the first trained (response) token of an encoded item."""
+    return next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), len(labels))
+
+
 def _tokens(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]  # as encode_example tokenizes a target
 
@@ -92,7 +97,7 @@ def add_value_weights(items: list[dict], examples: list[Example], tokenizer, wei
         if example.task not in templates:
             templates[example.task] = _template(tokenizer, example.task)
         compiled = templates[example.task]
-        start = next((i for i, label in enumerate(item["labels"]) if label != IGNORE_INDEX), len(item["labels"]))
+        start = _response_start(item["labels"])
         spans = slot_value_spans(compiled, item["labels"][start:]) if compiled else None
         found.append((start, spans) if spans is not None else None)
     counts = Counter((example.task, slot, chosen) for example, hit in zip(examples, found, strict=True)
@@ -122,7 +127,7 @@ def _weigh_choices(items: list[dict], examples: list[Example], tokenizer, choice
         shape = get_task(example.task).constrained
         if not isinstance(shape, ScoredCandidates):
             continue
-        start = next((i for i, label in enumerate(item["labels"]) if label != IGNORE_INDEX), len(item["labels"]))
+        start = _response_start(item["labels"])
         span = choice_span(tokenizer, shape, input_text(example.prompt), item["labels"][start:])
         if span is None:
             continue
