@@ -45,7 +45,8 @@ class CompiledSlots:
     options: list[list[list[int]]]
 
 
-def _tokens(tokenizer, text: str) -> list[int]:
+def text_tokens(tokenizer, text: str) -> list[int]:
+    """`text`'s tokens without special tokens (as training tokenizes a target)."""
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
@@ -57,7 +58,7 @@ def compile_slots(tokenizer, shape: SlotChoices) -> CompiledSlots:
     labeling JSON). Otherwise the fixed pieces and the values are tokenized separately, which
     is still a valid answer but may split text differently from training.
     """
-    uniform = [_tokens(tokenizer, shape.render([v] * shape.slots)) for v in shape.values]
+    uniform = [text_tokens(tokenizer, shape.render([v] * shape.slots)) for v in shape.values]
     if len({len(t) for t in uniform}) == 1:
         differing = [i for i in range(len(uniform[0])) if len({t[i] for t in uniform}) > 1]
         if len(differing) == shape.slots:
@@ -76,7 +77,7 @@ def _check(tokenizer, shape: SlotChoices, compiled: CompiledSlots) -> bool:
     expected = compiled.runs[0]
     for slot, pick in enumerate(picks):
         expected = expected + compiled.options[slot][pick] + compiled.runs[slot + 1]
-    return expected == _tokens(tokenizer, shape.render([shape.values[p] for p in picks]))
+    return expected == text_tokens(tokenizer, shape.render([shape.values[p] for p in picks]))
 
 
 def _compile_by_pieces(tokenizer, shape: SlotChoices) -> CompiledSlots:
@@ -87,8 +88,8 @@ def _compile_by_pieces(tokenizer, shape: SlotChoices) -> CompiledSlots:
         head, _, text = text.partition(mark)
         pieces.append(head)
     pieces.append(text)
-    runs = [_tokens(tokenizer, piece) for piece in pieces]
-    options = [[_tokens(tokenizer, v) for v in shape.values] for _ in range(shape.slots)]
+    runs = [text_tokens(tokenizer, piece) for piece in pieces]
+    options = [[text_tokens(tokenizer, v) for v in shape.values] for _ in range(shape.slots)]
     firsts = [o[0] if o else None for o in options[0]]
     if None in firsts or len(set(firsts)) < len(firsts):
         raise TemplateError(f"the values {shape.values} do not start with distinct tokens under this "
@@ -254,7 +255,7 @@ def decode_slots(model, tokenizer, shape: SlotChoices, prompts: Sequence[str], i
     return outputs
 
 
-def _shared_length(rows: Sequence[Sequence[int]], keep: int) -> int:
+def shared_length(rows: Sequence[Sequence[int]], keep: int) -> int:
     """Length of the token prefix common to all `rows`, leaving at least `keep` tokens of each."""
     limit = min(len(r) for r in rows) - keep
     n = 0
@@ -282,7 +283,7 @@ def decode_candidates(model, tokenizer, shape: ScoredCandidates, prompts: Sequen
     with tqdm(total=len(prompts), desc=desc, unit="ex", leave=False) as bar:
         for rows in _batches(order, max(1, batch_size)):
             best, _ = best_candidates(model, tokenizer, [encoded[i] for i in rows],
-                                      [[_tokens(tokenizer, c) + [tokenizer.eos_token_id] for c in candidates[i]]
+                                      [[text_tokens(tokenizer, c) + [tokenizer.eos_token_id] for c in candidates[i]]
                                        for i in rows])
             for r, i in enumerate(rows):
                 outputs[i] = candidates[i][best[r]]
@@ -350,8 +351,8 @@ def _start_trunks(model, tokenizer, prompts: Sequence[Sequence[int]], targets: S
                   ) -> tuple[IncrementalBatch, list[list[int]], list[int]]:
     """The batch after the prompt head common to all rows (fed once, then repeated), each row's
     trunk (the rest of its prompt and the answer text its candidates share) and that shared length."""
-    head = _shared_length(prompts, keep=1)
-    shared = [_shared_length(t, keep=2) for t in targets]  # every candidate keeps a token to decide + eos
+    head = shared_length(prompts, keep=1)
+    shared = [shared_length(t, keep=2) for t in targets]  # every candidate keeps a token to decide + eos
     batch = IncrementalBatch(model, tokenizer.pad_token_id)
     if head:
         batch.start([prompts[0][:head]])

@@ -24,7 +24,7 @@ from collections import Counter
 
 import torch
 
-from pipelines.infer.constrained import CompiledSlots, TemplateError, compile_slots
+from pipelines.infer.constrained import CompiledSlots, TemplateError, compile_slots, shared_length, text_tokens
 from pipelines.infer.evaluation import input_text
 from pipelines.tasks import get_task
 from pipelines.tasks.base import Example, ScoredCandidates, SlotChoices
@@ -56,26 +56,18 @@ def slot_value_spans(compiled: CompiledSlots, target: list[int]) -> list[tuple[i
 def choice_span(tokenizer, shape: ScoredCandidates, text: str, target: list[int]) -> range | None:
     """Positions of `target` (one candidate's tokens, eos or not after them) in which the task's
     candidates for the input `text` differ; None if `target` is none of them (a cut target)."""
-    rows = [_tokens(tokenizer, c) for c in shape.candidates(text)]
+    rows = [text_tokens(tokenizer, c) for c in shape.candidates(text)]
     chosen = next((row for row in rows if target[: len(row)] == row), None)
     if chosen is None or len(rows) < 2:
         return None
-    prefix = min(_common_length(rows[0], row) for row in rows[1:])
-    suffix = min(_common_length(rows[0][::-1], row[::-1]) for row in rows[1:])
+    prefix = shared_length(rows, keep=0)
+    suffix = shared_length([row[::-1] for row in rows], keep=0)
     return range(prefix, len(chosen) - min(suffix, len(chosen) - prefix))
-
-
-def _common_length(a: list[int], b: list[int]) -> int:
-    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
 def _response_start(labels: list[int]) -> int:
     """Index of the first trained (response) token of an encoded item."""
     return next((i for i, label in enumerate(labels) if label != IGNORE_INDEX), len(labels))
-
-
-def _tokens(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]  # as encode_example tokenizes a target
 
 
 def balance_factors(counts: Counter, power: float) -> dict[tuple, float]:
