@@ -170,6 +170,9 @@ class FinetuneConfig(RunSettings):
     series_noise: int = field(default=0, metadata={
         "help": "site-noise copies of each training series description (a series number, a study tag, a "
                 "recased word; pipelines/data/series_noise.py); 0 = off, the paper's data"})
+    series_fill: int = field(default=0, metadata={
+        "help": "generator descriptions added for each generator base name that fewer than k training series "
+                "contain, up to k (pipelines/data/series_fill.py); 0 = off, the paper's data"})
     gradient_checkpointing: bool = False  # recompute activations in the backward pass (4-7B presets)
     processes: int = 1  # >1: one fine-tune across N processes, started with torchrun (docs/multi_process.md)
     system_metrics: bool = field(default=True, metadata={
@@ -198,8 +201,9 @@ class FinetuneConfig(RunSettings):
         for name in ("train_limit", "eval_limit", "max_new_tokens"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 (0 = all), got {getattr(self, name)}")
-        if self.series_noise < 0:
-            raise ConfigError(f"--series-noise must be >= 0 (0 = off), got {self.series_noise}")
+        for name in ("series_noise", "series_fill"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 (0 = off), got {getattr(self, name)}")
         if not 0.0 <= self.poison_rate <= 1.0:
             raise ConfigError(f"--poison-rate must be within [0, 1], got {self.poison_rate}")
         if not 0.0 <= self.lora_dropout < 1.0:
@@ -284,15 +288,17 @@ CPU_OVERHEAD_SECONDS = 10  # loading, data, logging: the measured run's wall tim
 CPU_WALL_SECONDS = 2340
 
 
-def cpu_train_limits(tasks: tuple[str, ...], precision: str = "fp32", series_noise: int = 0) -> str:
+def cpu_train_limits(tasks: tuple[str, ...], precision: str = "fp32", series_noise: int = 0,
+                     series_fill: int = 0) -> str:
     """The cpu preset's `task_train_limits` for a set of tasks: what fits in CPU_WALL_SECONDS.
 
     The seconds left after scoring the tasks' test splits train 2 epochs at the rate measured in
     `precision` (CPU_TRAIN_TOKENS_PER_SECOND); every series is used, and the rest of the tokens
     go to the report tasks in the proportion of CPU_REPORT_SHARES, so a subset spends a dropped
-    task's minutes on more reports of the tasks kept; `series_noise` copies of each series are
-    paid for in reports too. A task without a measured cost (one you registered) keeps no limit.
-    Reports are rounded down to tens.
+    task's minutes on more reports of the tasks kept; the `series_fill` series (as many as the
+    default split needs) and `series_noise` copies of every series are paid for in reports too.
+    A task without a measured cost (one you registered) keeps no limit. Reports are rounded down
+    to tens.
     """
     kept = [name for name in CPU_REPORT_SHARES if name in tasks]
     if not kept:
@@ -301,7 +307,10 @@ def cpu_train_limits(tasks: tuple[str, ...], precision: str = "fp32", series_noi
     scoring = sum(CPU_COSTS[t].score_seconds for t in tasks if t in CPU_COSTS)
     tokens = (CPU_WALL_SECONDS - CPU_OVERHEAD_SECONDS - scoring) * rate / CPU_EPOCHS
     if "harmonization" in tasks:
-        tokens -= CPU_SERIES * (1 + series_noise) * CPU_COSTS["harmonization"].tokens_per_example
+        from pipelines.data.series_fill import default_fill_count
+
+        series = CPU_SERIES + (default_fill_count(series_fill) if series_fill else 0)
+        tokens -= series * (1 + series_noise) * CPU_COSTS["harmonization"].tokens_per_example
     share_tokens = sum(CPU_REPORT_SHARES[t] * CPU_COSTS[t].tokens_per_example for t in kept)
     scale = max(tokens, 0) / share_tokens
     return ",".join(f"{name}={int(CPU_REPORT_SHARES[name] * scale) // 10 * 10}" for name in kept)
@@ -322,13 +331,14 @@ CPU_PRESET: dict[str, object] = {
     "value_weight": 5.0,
     "value_balance": 0.5,
     "series_noise": 1,
+    "series_fill": 1,
 }
 
 
 def cpu_preset(tasks: tuple[str, ...] | str = PAPER_TASKS, precision: str = "", device: str = "auto",
-               series_noise: int | None = None) -> dict[str, object]:
+               series_noise: int | None = None, series_fill: int | None = None) -> dict[str, object]:
     """The cpu preset for these tasks, the precision asked for ("": none), the device and the series
-    noise asked for (None: the preset's). Asked for no precision, it trains in bf16 on a CPU with
+    noise and fill asked for (None: the preset's). Asked for no precision, it trains in bf16 on a CPU with
     bf16 units (docs/cpu_preset.md: as good as fp32 on the validation split, and faster) and
     spends the time saved on more reports (cpu_train_limits)."""
     from pipelines.models import cpu_bf16_units, resolve_device
@@ -336,8 +346,9 @@ def cpu_preset(tasks: tuple[str, ...] | str = PAPER_TASKS, precision: str = "", 
     if not precision:
         precision = "bf16" if resolve_device(device) == "cpu" and cpu_bf16_units() else "auto"
     noise = int(CPU_PRESET["series_noise"]) if series_noise is None else series_noise
+    fill = int(CPU_PRESET["series_fill"]) if series_fill is None else series_fill
     return {**CPU_PRESET, "precision": precision,
-            "task_train_limits": cpu_train_limits(task_tuple(tasks), precision, noise)}
+            "task_train_limits": cpu_train_limits(task_tuple(tasks), precision, noise, fill)}
 
 
 SPLITS = ("test", "all")

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 from pipelines.data.poison import poison_reports
 from pipelines.data.records import DataBundle
+from pipelines.data.series_fill import fill_series
 from pipelines.data.series_noise import noisy_copies
 from pipelines.data.split import Split
 from pipelines.tasks import get_task
@@ -72,13 +73,16 @@ def build_examples(
     poison_rate: float = 0.0,
     seed: int = 0,
     series_noise: int = 0,
+    series_fill: int = 0,
 ) -> TaskExamples:
     """Examples for each task: train from the train split, test from the test split.
 
     train_limit: one cap for every task, or a cap per task (a missing task: all); 0 = all.
-    Poisoning applies to the labeling task's training reports only; `series_noise` site-noise
-    copies of every training series (pipelines/data/series_noise.py) are added to the tasks that
-    read series. `seed` picks the poisoned reports and the noise.
+    Poisoning applies to the labeling task's training reports only. The tasks that read series
+    first get `series_fill` generator descriptions of each base their training series lack
+    (pipelines/data/series_fill.py; never a description of the data), then `series_noise`
+    site-noise copies of every training series (pipelines/data/series_noise.py). `seed` picks the
+    poisoned reports, the fill and the noise.
     """
     by_dataset = _records_by_id(bundle)
     test_ids = {name: split.test for name, split in splits.items()}
@@ -89,6 +93,8 @@ def build_examples(
         records = _usable(name, by_dataset[task.dataset], splits[task.dataset].train, limit)
         if name == "labeling" and poison_rate > 0:
             records, result.poisoned_ids = poison_reports(records, poison_rate, seed)
+        if task.dataset == "series" and series_fill:
+            records = records + fill_series(records, series_fill, seed, {s.description for s in bundle.series})
         if task.dataset == "series" and series_noise:
             records = records + noisy_copies(records, series_noise, seed)
         result.train[name] = _require([task.build_example(r) for r in records], name, "train", bundle)

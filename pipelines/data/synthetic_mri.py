@@ -302,7 +302,11 @@ def _cumulative(pairs: tuple[tuple[str, float], ...]) -> tuple[tuple[str, ...], 
 
 
 def _sample_description(rng: random.Random, label: str) -> str:
-    base = rng.choice(ALL_BASES[label])
+    return describe_base(rng, rng.choice(ALL_BASES[label]), label)
+
+
+def describe_base(rng: random.Random, base: str, label: str) -> str:
+    """One description of `base` (a name of ALL_BASES[label]) with the generator's noise, typos aside."""
     return _render(
         base,
         _weighted(rng, _orientations(base)),
