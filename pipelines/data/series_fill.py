@@ -14,6 +14,7 @@ from __future__ import annotations
 import functools
 import random
 import re
+from collections.abc import Iterable
 
 from pipelines.data.records import SeriesRecord
 from pipelines.data.synthetic_mri import ALL_BASES, describe_base
@@ -22,7 +23,7 @@ _TRIES = 20  # draws per added description before a base is left as it is
 
 
 def fill_series(records: list[SeriesRecord], per_base: int, seed: int,
-                taken: set[str] = frozenset()) -> list[SeriesRecord]:
+                taken: Iterable[str] = ()) -> list[SeriesRecord]:
     """Generated series that bring every generator base to `per_base` occurrences in `records`.
 
     A base occurs in a description when its words appear there in order, as whole words, whatever
@@ -42,13 +43,21 @@ def fill_series(records: list[SeriesRecord], per_base: int, seed: int,
         for base in bases:
             missing = per_base - sum(1 for t in texts if _pattern(base).search(t))
             for _ in range(max(0, missing)):
-                text = next((d for d in (describe_base(rng, base, label) for _ in range(_TRIES)) if d not in seen),
-                            None)
+                text = _new_description(rng, base, label, seen)
                 if text is None:
                     break  # every draw repeats a description already in the data
                 seen.add(text)
                 out.append(SeriesRecord(id=f"fill-{len(out) + 1:05d}", description=text, label=label))
     return out
+
+
+def _new_description(rng: random.Random, base: str, label: str, seen: set[str]) -> str | None:
+    """A description of `base` not in `seen`, or None when _TRIES draws all repeat one."""
+    for _ in range(_TRIES):
+        text = describe_base(rng, base, label)
+        if text not in seen:
+            return text
+    return None
 
 
 def base_occurs(base: str, description: str) -> bool:
