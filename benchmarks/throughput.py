@@ -23,6 +23,7 @@ import torch
 
 from benchmarks.architectures import ARCHITECTURES, architecture_config
 from benchmarks.hardware import lora_training_flops_per_token, matmul_peak_flops, peak_gpu_mb, timed
+from pipelines.train.cpu_speed import train_tokens_per_second
 
 TRAIN_BATCH, EVAL_BATCH, NEW_TOKENS = 4, 16, 64
 
@@ -56,25 +57,8 @@ def measure(preset: str, device: str, seq: int, steps: int, precision: str = "au
     model = build_model(preset, device, dtype)
     params = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
     vocab = model.config.vocab_size
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=8e-4, fused=device.startswith("cuda"))
-    batch = torch.randint(0, vocab, (TRAIN_BATCH, seq), device=device)
     autocast = torch.autocast(device.split(":")[0], dtype=dtype, enabled=dtype != torch.float32)
-
-    def train_step() -> None:
-        with autocast:
-            loss = model(input_ids=batch, labels=batch).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    model.train()
-    for _ in range(2):
-        train_step()
-    with timed(device) as t:
-        for _ in range(steps):
-            train_step()
-    train_tps = TRAIN_BATCH * seq * steps / t.seconds
+    train_tps = train_tokens_per_second(model, dtype, batch=TRAIN_BATCH, seq=seq, steps=steps, warmup=2, device=device)
 
     model.eval()
     prompts = torch.randint(0, vocab, (EVAL_BATCH, seq), device=device)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -286,10 +287,33 @@ CPU_OVERHEAD_SECONDS = 10  # loading, data, logging: the measured run's wall tim
 # The wall time a cpu preset run is sized to: 39 minutes, 6 (13%) under the issue's 45-minute limit
 # on 2 cores, as a margin for machines slower than the one measured (docs/cpu_preset.md).
 CPU_WALL_SECONDS = 2340
+CPU_LIMIT_SECONDS = 2700  # the 45-minute limit itself: beyond it the preset warns (cpu_preset)
+
+
+def _cpu_series_tokens(tasks: tuple[str, ...], series_noise: int, series_fill: int) -> float:
+    """Training tokens of one epoch of the preset's series (with the fill and the noise copies)."""
+    if "harmonization" not in tasks:
+        return 0.0
+    from pipelines.data.series_fill import default_fill_count
+
+    series = CPU_SERIES + (default_fill_count(series_fill) if series_fill else 0)
+    return series * (1 + series_noise) * CPU_COSTS["harmonization"].tokens_per_example
+
+
+def cpu_expected_seconds(tasks: tuple[str, ...], limits: str, precision: str = "fp32", series_noise: int = 0,
+                         series_fill: int = 0, speed: float = 1.0) -> float:
+    """The wall time the preset's costs predict for these tasks and report `limits` on a CPU
+    `speed` times as fast as the one they were measured on."""
+    rate = CPU_TRAIN_TOKENS_PER_SECOND.get(precision, CPU_TRAIN_TOKENS_PER_SECOND["fp32"]) * speed
+    reports = dict(item.split("=") for item in limits.split(",") if item)
+    tokens = _cpu_series_tokens(tasks, series_noise, series_fill) + sum(
+        int(n) * CPU_COSTS[t].tokens_per_example for t, n in reports.items())
+    scoring = sum(CPU_COSTS[t].score_seconds for t in tasks if t in CPU_COSTS) / speed
+    return CPU_OVERHEAD_SECONDS + scoring + CPU_EPOCHS * tokens / rate
 
 
 def cpu_train_limits(tasks: tuple[str, ...], precision: str = "fp32", series_noise: int = 0,
-                     series_fill: int = 0) -> str:
+                     series_fill: int = 0, speed: float = 1.0) -> str:
     """The cpu preset's `task_train_limits` for a set of tasks: what fits in CPU_WALL_SECONDS.
 
     The seconds left after scoring the tasks' test splits train 2 epochs at the rate measured in
@@ -297,23 +321,22 @@ def cpu_train_limits(tasks: tuple[str, ...], precision: str = "fp32", series_noi
     go to the report tasks in the proportion of CPU_REPORT_SHARES, so a subset spends a dropped
     task's minutes on more reports of the tasks kept; the `series_fill` series (as many as the
     default split needs) and `series_noise` copies of every series are paid for in reports too.
-    A task without a measured cost (one you registered) keeps no limit. Reports are rounded down
-    to tens.
+    On a CPU `speed` times as fast as the measured one (pipelines/train/cpu_speed.py) training
+    and scoring take 1/speed as long, so fewer reports fit; the series are kept whole. A task
+    without a measured cost (one you registered) keeps no limit. Reports are rounded down to tens,
+    and are at least 10.
     """
     kept = [name for name in CPU_REPORT_SHARES if name in tasks]
     if not kept:
         return ""
-    rate = CPU_TRAIN_TOKENS_PER_SECOND.get(precision, CPU_TRAIN_TOKENS_PER_SECOND["fp32"])  # "auto" on a CPU: fp32
-    scoring = sum(CPU_COSTS[t].score_seconds for t in tasks if t in CPU_COSTS)
+    rate = CPU_TRAIN_TOKENS_PER_SECOND.get(precision, CPU_TRAIN_TOKENS_PER_SECOND["fp32"]) * speed  # "auto": fp32
+    scoring = sum(CPU_COSTS[t].score_seconds for t in tasks if t in CPU_COSTS) / speed
     tokens = (CPU_WALL_SECONDS - CPU_OVERHEAD_SECONDS - scoring) * rate / CPU_EPOCHS
-    if "harmonization" in tasks:
-        from pipelines.data.series_fill import default_fill_count
-
-        series = CPU_SERIES + (default_fill_count(series_fill) if series_fill else 0)
-        tokens -= series * (1 + series_noise) * CPU_COSTS["harmonization"].tokens_per_example
+    tokens -= _cpu_series_tokens(tasks, series_noise, series_fill)
     share_tokens = sum(CPU_REPORT_SHARES[t] * CPU_COSTS[t].tokens_per_example for t in kept)
     scale = max(tokens, 0) / share_tokens
-    return ",".join(f"{name}={int(CPU_REPORT_SHARES[name] * scale) // 10 * 10}" for name in kept)
+    # at least 10 reports each: a limit of 0 would mean every report
+    return ",".join(f"{name}={max(10, int(CPU_REPORT_SHARES[name] * scale) // 10 * 10)}" for name in kept)
 
 
 # The best recipe found for 2 CPU cores (issue #14; docs/cpu_preset.md has the evidence): the slot
@@ -336,19 +359,34 @@ CPU_PRESET: dict[str, object] = {
 
 
 def cpu_preset(tasks: tuple[str, ...] | str = PAPER_TASKS, precision: str = "", device: str = "auto",
-               series_noise: int | None = None, series_fill: int | None = None) -> dict[str, object]:
+               series_noise: int | None = None, series_fill: int | None = None,
+               measure_speed: bool = True) -> dict[str, object]:
     """The cpu preset for these tasks, the precision asked for ("": none), the device and the series
     noise and fill asked for (None: the preset's). Asked for no precision, it trains in bf16 on a CPU with
     bf16 units (docs/cpu_preset.md: as good as fp32 on the validation split, and faster) and
-    spends the time saved on more reports (cpu_train_limits)."""
+    spends the time saved on more reports (cpu_train_limits). On a CPU (and with `measure_speed`) it
+    times a few training steps first and, on a CPU slower than the measured one, trains on fewer
+    reports (the speed, at most 1, is the run's `cpu_speed` tag); where even the series take longer
+    than the 45-minute limit it says so."""
     from pipelines.models import cpu_bf16_units, resolve_device
+    from pipelines.train import cpu_speed
 
+    on_cpu = resolve_device(device) == "cpu"
     if not precision:
-        precision = "bf16" if resolve_device(device) == "cpu" and cpu_bf16_units() else "auto"
+        precision = "bf16" if on_cpu and cpu_bf16_units() else "auto"
     noise = int(CPU_PRESET["series_noise"]) if series_noise is None else series_noise
     fill = int(CPU_PRESET["series_fill"]) if series_fill is None else series_fill
-    return {**CPU_PRESET, "precision": precision,
-            "task_train_limits": cpu_train_limits(task_tuple(tasks), precision, noise, fill)}
+    chosen = task_tuple(tasks)
+    speed = min(1.0, cpu_speed.relative_speed(precision)) if on_cpu and measure_speed else 1.0
+    limits = cpu_train_limits(chosen, precision, noise, fill, speed)
+    expected = cpu_expected_seconds(chosen, limits, precision, noise, fill, speed)
+    if expected > CPU_LIMIT_SECONDS:
+        logging.getLogger(__name__).warning(
+            "the cpu preset is expected to take about %d minutes on this CPU (%.2fx the measured one), more "
+            "than its %d even with fewer reports; fewer --tasks or --series-noise 0 shorten it",
+            round(expected / 60), speed, CPU_LIMIT_SECONDS // 60)
+    return {**CPU_PRESET, "precision": precision, "task_train_limits": limits,
+            "extra_tags": {"cpu_speed": f"{speed:g}"}}
 
 
 SPLITS = ("test", "all")

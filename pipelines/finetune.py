@@ -45,13 +45,14 @@ from pipelines.train import distributed
 from pipelines.train.recipe import train
 
 # A preset's values given what the user chose (given_options: the cpu preset's precision and report
-# limits depend on the tasks, precision, device and series noise and fill asked for).
+# limits depend on the tasks, precision, device and series noise and fill asked for, and on this
+# CPU's speed unless the limits are given).
 PRESETS: dict[str, Callable[[dict[str, Any]], dict[str, object]]] = {
     "paper": lambda given: {},
     "demo": lambda given: DEMO_PRESET,
     "cpu": lambda given: cpu_preset(given.get("tasks", PAPER_TASKS), given.get("precision", ""),
                                     given.get("device", "auto"), given.get("series_noise"),
-                                    given.get("series_fill")),
+                                    given.get("series_fill"), measure_speed="task_train_limits" not in given),
 }
 
 

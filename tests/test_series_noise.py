@@ -31,7 +31,7 @@ def test_noise_banks_hold_no_word_that_marks_a_class():
     cues = {w for w, labels in owners.items() if len(labels) == 1} - NEUTRAL
     bank_words = set().union(*(_words(t) for t in (*SITE_PREFIXES, *SITE_SUFFIXES)))
     assert not bank_words & cues, f"noise tokens that name a class: {sorted(bank_words & cues)}"
-    assert {"mprage", "fspgr", "swi", "swan", "adc", "tracew", "tof", "bold", "scout"} <= cues  # the check has teeth
+    assert {"mprage", "fspgr", "swi", "swan", "lava", "tracew", "tof", "bold", "scout"} <= cues  # the check has teeth
 
 
 def test_copies_keep_class_and_text_and_are_new():

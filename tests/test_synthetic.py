@@ -285,7 +285,7 @@ def test_series_descriptions_look_vendor_written(series: list[SeriesRecord]) -> 
 def test_series_classes_follow_the_policy(series: list[SeriesRecord]) -> None:
     for s in series:
         text = s.description.lower()
-        if re.search(r"adc|apparent diffusion|average dc", text):
+        if re.search(r"adc|apparent diffusion|average dc", text) and "exponential" not in text:  # rule 7
             assert s.label == "ADC", s
         if re.search(r"colfa|tof|perf|rcbv|localizer|scout", text):
             assert s.label == "Other", s
@@ -296,6 +296,21 @@ def test_series_classes_follow_the_policy(series: list[SeriesRecord]) -> None:
             assert s.label == "T2/FLAIR", s
         if re.search(r"t1.*flair", text):
             assert s.label == "T1", s
+
+
+@pytest.mark.parametrize("pattern,label", [
+    # docs/series_description_rules.md, for the families the second collection's dev half added
+    (r"tensor|\bdsi|qspace|multishell|rev_?pol|reverse polarity|revpe|exponential|mapping", "Other"),
+    (r"3-pl|\bloc\b|localizer", "Other"),
+    (r"lava|mp2rage|ir-?spgr|dixon", "T1"),
+    (r"hemo|susc|gre[ _]t2|t2\*gre", "SWI"),
+    (r"frfse", "T2"),
+])
+def test_every_base_name_of_a_family_has_the_family_s_class(pattern: str, label: str) -> None:
+    named = [(base, c) for c, bases in synthetic_mri.ALL_BASES.items() for base in bases
+             if re.search(pattern, base, re.IGNORECASE)]
+    assert len(named) >= 3  # the pattern matches the generator's names
+    assert [(base, c) for base, c in named if c != label] == []
 
 
 def test_series_default_size_does_not_enumerate_the_space(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,8 @@
 """Generator descriptions for the base names the training series lack (`--series-fill k`; 0 = off).
 
-The default data draws 1,395 descriptions from about 500 base names (pipelines/data/synthetic_mri.py),
-so a rarer base can miss the training split entirely: in the default split 63 bases never occur
-among the 1,116 training series, 48 of them Other (BOLD runs, field maps, spectroscopy, DTI maps,
+The default data draws 1,395 descriptions from about 600 base names (pipelines/data/synthetic_mri.py),
+so a rarer base can miss the training split entirely: in the default split 92 bases never occur
+among the 1,116 training series, 59 of them Other (BOLD runs, field maps, spectroscopy, DTI maps,
 localizers). A model then meets a whole family first at test time.
 `--series-fill k` adds generator descriptions of every base that fewer than k training
 descriptions contain, until each has k. Added series are training examples only; none equals a
@@ -76,7 +76,7 @@ def _pattern(base: str) -> re.Pattern[str]:
 
 @functools.cache
 def default_fill_count(per_base: int) -> int:
-    """How many series `--series-fill per_base` adds to the default data's training split (63 at 1),
+    """How many series `--series-fill per_base` adds to the default data's training split (92 at 1),
     the figure the cpu preset's time budget pays for."""
     from pipelines.data.split import split_ids
     from pipelines.data.synthetic import DEFAULT_SEED, DEFAULT_SERIES

@@ -22,13 +22,15 @@ from pipelines.data.records import SeriesRecord
 SITE_PREFIXES: tuple[str, ...] = (
     "2-", "3-", "5-", "7-", "12-", "s002_", "s004_", "Se5_", "WIP ", "WIP_", "PPMI_", "ADNI_", "ABCD_",
     "HCP_", "UKB_", "Accelerated ", "research ", "NEW ", "Brain ", "BRAIN_", "Head_", "Routine ",
-    "pre ", "Clinical ", "Study ", "NEURO_", "SCIC ",
+    "pre ", "Clinical ", "Study ", "NEURO_", "SCIC ", "WAND ", "OASIS_", "NACC_", "AIBL_",
 )
 SITE_SUFFIXES: tuple[str, ...] = (
     "(adni)", "(ppmi)", "(abcd)", "(2)", "(3)", "_ASO", " ASO", " straight", " brain lab", " brainlab",
     "_ZOOMit", " ZOOMit", "_vNav", " vNav", "_64ch", " 32ch", " 20ch", "_NAV", " head", " BRAIN",
     " routine", " fast", " HiRes", " ND", "_NORM", " FIL", " v2", "_new", " research", " SMS2",
     " iPAT2", " CS", " SENSE", "_ARC", "_0.9mm", " 1x1x1", " 256x256", " nav",
+    # acquisition parameters (stop 27, the second collection's dev half): matrix, averages, TR, flip angle
+    " 512 x 512", "_512x512", " NEX2", " 2NEX", "_NSA6", " NSA2", " TR2000", "_tr88", "_fa9", " 2avg",
 )
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9]*")
 

@@ -140,11 +140,40 @@ RESEARCH_BASES: dict[str, tuple[str, ...]] = {
     ),
 }
 
+# Names added at stop 27 of issue #14 after reading the failures on the development half of the second
+# collection (tests/data/real_series_descriptions_b.csv): GE LAVA-Flex and Siemens VIBE Dixon images,
+# MP2RAGE's uniform image, IR-SPGR and FRFSE spellings, T2* named as "GRE T2" or hemosiderin, computed
+# and high-b diffusion, DSI and q-space acquisitions, exponential ADC, reverse-polarity references,
+# T1 mapping and localizers that name a contrast; each family classed by docs/series_description_rules.md.
+SECOND_COLLECTION_BASES: dict[str, tuple[str, ...]] = {
+    "T1": (
+        "IR-SPGR", "irspgr", "Ax IR-SPGR", "IRSPGR_3D", "LAVA", "Ax LAVA", "LAVA-Flex", "Ax LAVA-Flex",
+        "WATER: Ax LAVA-Flex", "FAT: Ax LAVA-Flex", "InPhase: Ax LAVA-Flex", "t1_vibe_dixon_tra_W",
+        "t1_vibe_dixon_tra_opp", "T1 DIXON WATER", "mp2rage_UNI_Images", "MP2RAGE_UNI", "mp2rage_sag_UNI-DEN",
+        "MP2RAGE T1 UNI", "T1 3D SPGR",
+    ),
+    "T2": ("Ax FRFSE T2", "FRFSE T2", "T2 FRFSE", "FRFSE-XL T2", "2D T2 weighted", "T2 FSE 512"),
+    "T2/FLAIR": ("T2 FLAIR FSE", "FLAIR T2 3D", "Ax T2 FLAIR propeller"),
+    "DWI": ("DWI high b", "high b-value DWI", "calc b1400", "computed DWI b1500", "cDWI_b1500", "DIFF",
+            "Ax DIFF", "DIFF TRACE", "DIFFUSION b2000"),
+    "ADC": ("Ax DIFF ADC", "ADC calc", "ADC b1400"),
+    "SWI": ("T2 Hemosiderin", "Ax T2 HEMO", "GRE T2", "GRE T2*", "GRE_T2star", "T2*GRE", "gre_t2star_tra",
+            "Susceptibility GRE", "gre3d_susc", "SUSC GRE"),
+    "Other": (
+        "Ax DWI TENSOR", "DWI TENSOR", "cmrr_dsi_diff", "DSI_Q4", "ep2d_diff_qspace", "diff_multishell",
+        "REV_POL: DWI", "DWI reverse polarity", "DWI_revPE_b0", "Exponential ADC",
+        "Exponential Apparent Diffusion Coefficient", "DCE T1 MAPPING", "T1 mapping", "DCE", "DCE perfusion",
+        "3-pl T2 FGRE", "3-pl FGRE", "3-Pl Loc T1", "3-plane loc T1", "T1 localizer", "Loc T2", "T2 loc",
+    ),
+}
+
 # Diffusion acquisitions and the maps scanners derive from them (rules 6-9 of
 # docs/series_description_rules.md): a trace acquisition alone is DWI, a multi-direction one is
 # Other; their _ADC map is ADC, their _TRACEW image DWI, FA/ColFA/TENSOR/EXP maps Other.
 TRACE_ACQUISITIONS = ("ep2d_diff_3scan_trace_p2", "ep2d_diff_4scan_trace_p2", "resolve_4scan_trace_tra_p2",
-                      "resolve_diff_tra_p2", "ep2d_diff_tra_b1000", "DWI_b1000", "Ax DWI b1000")
+                      "resolve_diff_tra_p2", "ep2d_diff_tra_b1000", "DWI_b1000", "Ax DWI b1000",
+                      # high b-values and Siemens' advanced diffusion (the second collection's dev half)
+                      "ep2d_advdiff_3scan_p2", "ep2d_diff_b1400", "DWI_b2000", "Ax DWI b1500")
 DIRECTION_ACQUISITIONS = ("DTI_30dir", "DTI_64dir", "DTIv32b1000", "DTIv60b2000", "dMRI_dir98_AP",
                           "dMRI_dir99_PA", "ep2d_diff_mddw_30_p2", "ep2d_diff_mddw_64", "DTI_gated",
                           "DTI_non_gated", "ep2d_diff_sms", "DTI Sequence", "HARDI_64dir", "NODDI_AP",
@@ -167,10 +196,12 @@ def _diffusion_bases() -> dict[str, tuple[str, ...]]:
     return {c: tuple(v) for c, v in out.items()}
 
 
-# Every base name by class: the clinical vendor names, the research names and the diffusion family.
+# Every base name by class: the clinical vendor names, the research names, the second collection's
+# families and the diffusion family.
 _DIFFUSION_BASES = _diffusion_bases()
 ALL_BASES: dict[str, tuple[str, ...]] = {
-    c: tuple(dict.fromkeys((*BASES[c], *RESEARCH_BASES[c], *_DIFFUSION_BASES[c]))) for c in SERIES_CLASSES
+    c: tuple(dict.fromkeys((*BASES[c], *RESEARCH_BASES[c], *SECOND_COLLECTION_BASES[c],
+                          *_DIFFUSION_BASES[c]))) for c in SERIES_CLASSES
 }
 
 # Stroke-protocol brain MRI: each exam has T1, T2, FLAIR, DWI and ADC, most have SWI/T2*, and the
