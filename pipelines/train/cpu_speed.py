@@ -2,7 +2,7 @@
 
 The cpu preset sizes its data from training and scoring costs measured on one 2-core machine
 (pipelines/config.py: CPU_COSTS, CPU_TRAIN_TOKENS_PER_SECOND). Two cores of another CPU can be
-half as fast (a 2-core AMD EPYC without bf16 units trains at 0.52x; docs/cpu_preset.md), and the
+half as fast (a 2-core AMD EPYC without bf16 units read 0.52x and 0.70x; docs/cpu_preset.md), and the
 same recipe then takes far longer than its 45 minutes. `relative_speed` times a few LoRA
 training steps of the model's architecture (random weights: speed does not depend on their
 values) with the shapes `benchmarks.throughput --seq 240 --steps 3` uses, the fastest of three
