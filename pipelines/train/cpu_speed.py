@@ -5,8 +5,8 @@ The cpu preset sizes its data from training and scoring costs measured on one 2-
 half as fast (a 2-core AMD EPYC without bf16 units read 0.52x and 0.70x; docs/cpu_preset.md), and the
 same recipe then takes far longer than its 45 minutes. `relative_speed` times a few LoRA
 training steps of the model's architecture (random weights: speed does not depend on their
-values) with the shapes `benchmarks.throughput --seq 240 --steps 3` uses, the fastest of three
-rounds, and divides by that benchmark's reading on the reference machine
+values) with the shapes `benchmarks.throughput --seq 240` uses, the fastest of three rounds of
+two steps (about 50 s on a 0.7x CPU), and divides by that benchmark's reading on the reference machine
 (benchmarks/results/cpu-bf16-throughput.json).
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ import logging
 import math
 import time
 
-PROBE_BATCH, PROBE_SEQ, PROBE_STEPS, PROBE_WARMUP, PROBE_ROUNDS = 4, 240, 3, 2, 3
+PROBE_BATCH, PROBE_SEQ, PROBE_STEPS, PROBE_WARMUP, PROBE_ROUNDS = 4, 240, 2, 1, 3
 # benchmarks.throughput --device cpu --presets smollm2-135m --seq 240 --steps 3, on the machine
 # CPU_COSTS were measured on (2-core AMD EPYC with AVX512-BF16).
 REFERENCE_TRAIN_TOKENS_PER_SECOND: dict[str, float] = {"fp32": 236.7, "bf16": 377.6}
