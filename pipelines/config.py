@@ -300,16 +300,24 @@ def _cpu_series_tokens(tasks: tuple[str, ...], series_noise: int, series_fill: i
     return series * (1 + series_noise) * CPU_COSTS["harmonization"].tokens_per_example
 
 
+def _cpu_rate(precision: str, speed: float) -> float:
+    """Training tokens/s in `precision` ("auto" on a CPU: fp32) on a CPU `speed` times the measured one."""
+    return CPU_TRAIN_TOKENS_PER_SECOND.get(precision, CPU_TRAIN_TOKENS_PER_SECOND["fp32"]) * speed
+
+
+def _cpu_scoring_seconds(tasks: tuple[str, ...], speed: float) -> float:
+    """Seconds to score the tasks' whole test splits on a CPU `speed` times the measured one."""
+    return sum(CPU_COSTS[t].score_seconds for t in tasks if t in CPU_COSTS) / speed
+
+
 def cpu_expected_seconds(tasks: tuple[str, ...], limits: str, precision: str = "fp32", series_noise: int = 0,
                          series_fill: int = 0, speed: float = 1.0) -> float:
     """The wall time the preset's costs predict for these tasks and report `limits` on a CPU
     `speed` times as fast as the one they were measured on."""
-    rate = CPU_TRAIN_TOKENS_PER_SECOND.get(precision, CPU_TRAIN_TOKENS_PER_SECOND["fp32"]) * speed
-    reports = dict(item.split("=") for item in limits.split(",") if item)
     tokens = _cpu_series_tokens(tasks, series_noise, series_fill) + sum(
-        int(n) * CPU_COSTS[t].tokens_per_example for t, n in reports.items())
-    scoring = sum(CPU_COSTS[t].score_seconds for t in tasks if t in CPU_COSTS) / speed
-    return CPU_OVERHEAD_SECONDS + scoring + CPU_EPOCHS * tokens / rate
+        n * CPU_COSTS[t].tokens_per_example for t, n in parse_task_limits(limits).items())
+    return (CPU_OVERHEAD_SECONDS + _cpu_scoring_seconds(tasks, speed)
+            + CPU_EPOCHS * tokens / _cpu_rate(precision, speed))
 
 
 def cpu_train_limits(tasks: tuple[str, ...], precision: str = "fp32", series_noise: int = 0,
@@ -329,9 +337,8 @@ def cpu_train_limits(tasks: tuple[str, ...], precision: str = "fp32", series_noi
     kept = [name for name in CPU_REPORT_SHARES if name in tasks]
     if not kept:
         return ""
-    rate = CPU_TRAIN_TOKENS_PER_SECOND.get(precision, CPU_TRAIN_TOKENS_PER_SECOND["fp32"]) * speed  # "auto": fp32
-    scoring = sum(CPU_COSTS[t].score_seconds for t in tasks if t in CPU_COSTS) / speed
-    tokens = (CPU_WALL_SECONDS - CPU_OVERHEAD_SECONDS - scoring) * rate / CPU_EPOCHS
+    seconds = CPU_WALL_SECONDS - CPU_OVERHEAD_SECONDS - _cpu_scoring_seconds(tasks, speed)
+    tokens = seconds * _cpu_rate(precision, speed) / CPU_EPOCHS
     tokens -= _cpu_series_tokens(tasks, series_noise, series_fill)
     share_tokens = sum(CPU_REPORT_SHARES[t] * CPU_COSTS[t].tokens_per_example for t in kept)
     scale = max(tokens, 0) / share_tokens
