@@ -30,16 +30,15 @@ TRAIN_BATCH, EVAL_BATCH, NEW_TOKENS = 4, 16, 64
 
 def build_model(preset: str, device: str, dtype: torch.dtype):
     """The preset's architecture with random weights, on `device`, wrapped with LoRA."""
-    from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
+    from pipelines.config import FinetuneConfig
     from pipelines.models import MODEL_PRESETS
+    from pipelines.train.recipe import build_lora_model
 
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(architecture_config(preset), dtype=dtype)
-    targets = list(MODEL_PRESETS.get(preset).lora_targets)
-    lora = LoraConfig(r=8, lora_alpha=16, lora_dropout=0.05, target_modules=targets, task_type="CAUSAL_LM")
-    return get_peft_model(model, lora)
+    return build_lora_model(model, FinetuneConfig(), MODEL_PRESETS.get(preset).lora_targets)
 
 
 def precision_dtype(precision: str, device: str) -> torch.dtype:

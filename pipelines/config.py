@@ -171,6 +171,9 @@ class FinetuneConfig(RunSettings):
     series_noise: int = field(default=0, metadata={
         "help": "site-noise copies of each training series description (a series number, a study tag, a "
                 "recased word; pipelines/data/series_noise.py); 0 = off, the paper's data"})
+    series_noise_only: bool = field(default=False, metadata={
+        "help": "train on the --series-noise copies in place of the series descriptions as written (the series "
+                "then cost what they cost without copies); off = the copies are added"})
     series_fill: int = field(default=0, metadata={
         "help": "generator descriptions added for each generator base name that fewer than k training series "
                 "contain, up to k (pipelines/data/series_fill.py); 0 = off, the paper's data"})
@@ -205,6 +208,8 @@ class FinetuneConfig(RunSettings):
         for name in ("series_noise", "series_fill"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 0 (0 = off), got {getattr(self, name)}")
+        if self.series_noise_only and not self.series_noise:
+            raise ConfigError("--series-noise-only needs --series-noise >= 1 (the copies to train on)")
         if not 0.0 <= self.poison_rate <= 1.0:
             raise ConfigError(f"--poison-rate must be within [0, 1], got {self.poison_rate}")
         if not 0.0 <= self.lora_dropout < 1.0:
@@ -288,16 +293,22 @@ CPU_OVERHEAD_SECONDS = 10  # loading, data, logging: the measured run's wall tim
 # on 2 cores, as a margin for machines slower than the one measured (docs/cpu_preset.md).
 CPU_WALL_SECONDS = 2340
 CPU_LIMIT_SECONDS = 2700  # the 45-minute limit itself: beyond it the preset warns (cpu_preset)
+# Below these reports per epoch the preset warns that a task has too few to learn from: at 0.7x on
+# validation, 10 labeling reports gave macro F1 0.00 and 150 gave 0.70-0.79 (docs/cpu_preset.md).
+CPU_MIN_REPORTS = {"labeling": 150, "impression": 50}
 
 
-def _cpu_series_tokens(tasks: tuple[str, ...], series_noise: int, series_fill: int) -> float:
-    """Training tokens of one epoch of the preset's series (with the fill and the noise copies)."""
+def _cpu_series_tokens(tasks: tuple[str, ...], series_noise: int, series_fill: int,
+                       noise_only: bool = False) -> float:
+    """Training tokens of one epoch of the preset's series (with the fill and the noise copies,
+    added to the series or, `noise_only`, in their place)."""
     if "harmonization" not in tasks:
         return 0.0
     from pipelines.data.series_fill import default_fill_count
 
     series = CPU_SERIES + (default_fill_count(series_fill) if series_fill else 0)
-    return series * (1 + series_noise) * CPU_COSTS["harmonization"].tokens_per_example
+    copies = series_noise if noise_only and series_noise else 1 + series_noise
+    return series * copies * CPU_COSTS["harmonization"].tokens_per_example
 
 
 def _cpu_rate(precision: str, speed: float) -> float:
@@ -311,24 +322,25 @@ def _cpu_scoring_seconds(tasks: tuple[str, ...], speed: float) -> float:
 
 
 def cpu_expected_seconds(tasks: tuple[str, ...], limits: str, precision: str = "fp32", series_noise: int = 0,
-                         series_fill: int = 0, speed: float = 1.0) -> float:
+                         series_fill: int = 0, speed: float = 1.0, noise_only: bool = False) -> float:
     """The wall time the preset's costs predict for these tasks and report `limits` on a CPU
     `speed` times as fast as the one they were measured on."""
-    tokens = _cpu_series_tokens(tasks, series_noise, series_fill) + sum(
+    tokens = _cpu_series_tokens(tasks, series_noise, series_fill, noise_only) + sum(
         n * CPU_COSTS[t].tokens_per_example for t, n in parse_task_limits(limits).items())
     return (CPU_OVERHEAD_SECONDS + _cpu_scoring_seconds(tasks, speed)
             + CPU_EPOCHS * tokens / _cpu_rate(precision, speed))
 
 
 def cpu_train_limits(tasks: tuple[str, ...], precision: str = "fp32", series_noise: int = 0,
-                     series_fill: int = 0, speed: float = 1.0) -> str:
+                     series_fill: int = 0, speed: float = 1.0, noise_only: bool = False) -> str:
     """The cpu preset's `task_train_limits` for a set of tasks: what fits in CPU_WALL_SECONDS.
 
     The seconds left after scoring the tasks' test splits train 2 epochs at the rate measured in
     `precision` (CPU_TRAIN_TOKENS_PER_SECOND); every series is used, and the rest of the tokens
     go to the report tasks in the proportion of CPU_REPORT_SHARES, so a subset spends a dropped
     task's minutes on more reports of the tasks kept; the `series_fill` series (as many as the
-    default split needs) and `series_noise` copies of every series are paid for in reports too.
+    default split needs) and `series_noise` copies of every series (in their place, `noise_only`)
+    are paid for in reports too.
     On a CPU `speed` times as fast as the measured one (pipelines/train/cpu_speed.py) training
     and scoring take 1/speed as long, so fewer reports fit; the series are kept whole. A task
     without a measured cost (one you registered) keeps no limit. Reports are rounded down to tens,
@@ -339,7 +351,7 @@ def cpu_train_limits(tasks: tuple[str, ...], precision: str = "fp32", series_noi
         return ""
     seconds = CPU_WALL_SECONDS - CPU_OVERHEAD_SECONDS - _cpu_scoring_seconds(tasks, speed)
     tokens = seconds * _cpu_rate(precision, speed) / CPU_EPOCHS
-    tokens -= _cpu_series_tokens(tasks, series_noise, series_fill)
+    tokens -= _cpu_series_tokens(tasks, series_noise, series_fill, noise_only)
     share_tokens = sum(CPU_REPORT_SHARES[t] * CPU_COSTS[t].tokens_per_example for t in kept)
     scale = max(tokens, 0) / share_tokens
     # at least 10 reports each: a limit of 0 would mean every report
@@ -361,20 +373,21 @@ CPU_PRESET: dict[str, object] = {
     "value_weight": 5.0,
     "value_balance": 0.5,
     "series_noise": 1,
+    "series_noise_only": False,
     "series_fill": 1,
 }
 
 
 def cpu_preset(tasks: tuple[str, ...] | str = PAPER_TASKS, precision: str = "", device: str = "auto",
                series_noise: int | None = None, series_fill: int | None = None,
-               measure_speed: bool = True) -> dict[str, object]:
+               measure_speed: bool = True, series_noise_only: bool | None = None) -> dict[str, object]:
     """The cpu preset for these tasks, the precision asked for ("": none), the device and the series
-    noise and fill asked for (None: the preset's). Asked for no precision, it trains in bf16 on a CPU with
+    noise, noise-only and fill asked for (None: the preset's). Asked for no precision, it trains in bf16 on a CPU with
     bf16 units (docs/cpu_preset.md: as good as fp32 on the validation split, and faster) and
     spends the time saved on more reports (cpu_train_limits). On a CPU (and with `measure_speed`) it
     times a few training steps first and, on a CPU slower than the measured one, trains on fewer
     reports (the speed, at most 1, is the run's `cpu_speed` tag); where even the series take longer
-    than the 45-minute limit it says so."""
+    than the 45-minute limit, or the reports fall below CPU_MIN_REPORTS, it says so."""
     from pipelines.models import cpu_bf16_units, resolve_device
     from pipelines.train import cpu_speed
 
@@ -382,18 +395,26 @@ def cpu_preset(tasks: tuple[str, ...] | str = PAPER_TASKS, precision: str = "", 
     if not precision:
         precision = "bf16" if on_cpu and cpu_bf16_units() else "auto"
     noise = int(CPU_PRESET["series_noise"]) if series_noise is None else series_noise
+    only = bool(series_noise_only)
     fill = int(CPU_PRESET["series_fill"]) if series_fill is None else series_fill
     chosen = task_tuple(tasks)
     speed = min(1.0, cpu_speed.relative_speed(precision)) if on_cpu and measure_speed else 1.0
-    limits = cpu_train_limits(chosen, precision, noise, fill, speed)
-    expected = cpu_expected_seconds(chosen, limits, precision, noise, fill, speed)
+    log = logging.getLogger(__name__)
+    limits = cpu_train_limits(chosen, precision, noise, fill, speed, only)
+    expected = cpu_expected_seconds(chosen, limits, precision, noise, fill, speed, only)
     if expected > CPU_LIMIT_SECONDS:
-        logging.getLogger(__name__).warning(
-            "the cpu preset is expected to take about %d minutes on this CPU (%.2fx the measured one), more "
-            "than its %d even with fewer reports; fewer --tasks or --series-noise 0 shorten it",
-            round(expected / 60), speed, CPU_LIMIT_SECONDS // 60)
-    return {**CPU_PRESET, "precision": precision, "task_train_limits": limits,
-            "extra_tags": {"cpu_speed": f"{speed:g}"}}
+        shorter = "fewer --tasks or --series-noise 0" if noise and not only else "fewer --tasks"
+        log.warning("the cpu preset is expected to take about %d minutes on this CPU (%.2fx the measured one), "
+                    "more than its %d even with fewer reports; %s shorten it", round(expected / 60), speed,
+                    CPU_LIMIT_SECONDS // 60, shorter)
+    short = {t: n for t, n in parse_task_limits(limits).items() if n < CPU_MIN_REPORTS.get(t, 0)}
+    if short:
+        log.warning("only %s reports per epoch fit on this CPU (%.2fx the measured one): too few to learn from "
+                    "(at 0.7x on validation, 10 labeling reports gave macro F1 0.00; --series-noise 0 gave 150 and "
+                    "0.70, and 0.07 less on real series descriptions; docs/cpu_preset.md); fewer --tasks give "
+                    "them more", " and ".join(f"{n} {t}" for t, n in short.items()), speed)
+    return {**CPU_PRESET, "precision": precision, "series_noise": noise, "series_noise_only": only,
+            "task_train_limits": limits, "extra_tags": {"cpu_speed": f"{speed:g}"}}
 
 
 SPLITS = ("test", "all")

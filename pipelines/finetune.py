@@ -52,7 +52,8 @@ PRESETS: dict[str, Callable[[dict[str, Any]], dict[str, object]]] = {
     "demo": lambda given: DEMO_PRESET,
     "cpu": lambda given: cpu_preset(given.get("tasks", PAPER_TASKS), given.get("precision", ""),
                                     given.get("device", "auto"), given.get("series_noise"),
-                                    given.get("series_fill"), measure_speed="task_train_limits" not in given),
+                                    given.get("series_fill"), measure_speed="task_train_limits" not in given,
+                                    series_noise_only=given.get("series_noise_only")),
 }
 
 

@@ -72,6 +72,12 @@ def test_series_noise_adds_training_series_only():
     assert [e.reference for e in added] == [e.reference for e in plain.train["harmonization"]]
     assert noisy.train["labeling"] == plain.train["labeling"]
     assert noisy.test == plain.test
+    # --series-noise-only: the copies in place of the descriptions as written, the rest unchanged
+    only = build_examples(bundle, splits, tasks, train_limit={"labeling": 8, "harmonization": 40},
+                          seed=5, series_noise=1, series_noise_only=True)
+    assert only.train["harmonization"] == added
+    assert {e.prompt for e in added}.isdisjoint(e.prompt for e in plain.train["harmonization"])
+    assert only.train["labeling"] == plain.train["labeling"] and only.test == plain.test
 
 
 def test_series_noise_option():
@@ -79,3 +85,6 @@ def test_series_noise_option():
     assert FinetuneConfig().series_noise == 0
     with pytest.raises(ConfigError, match=r"--series-noise must be >= 0 \(0 = off\)"):
         FinetuneConfig(series_noise=-1)
+    assert FinetuneConfig(series_noise=1, series_noise_only=True).as_params()["series_noise_only"] == "True"
+    with pytest.raises(ConfigError, match=r"--series-noise-only needs --series-noise >= 1"):
+        FinetuneConfig(series_noise_only=True)

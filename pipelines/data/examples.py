@@ -74,6 +74,7 @@ def build_examples(
     seed: int = 0,
     series_noise: int = 0,
     series_fill: int = 0,
+    series_noise_only: bool = False,
 ) -> TaskExamples:
     """Examples for each task: train from the train split, test from the test split.
 
@@ -81,8 +82,9 @@ def build_examples(
     Poisoning applies to the labeling task's training reports only. The tasks that read series
     first get `series_fill` generator descriptions of each base their training series lack
     (pipelines/data/series_fill.py; never a description of the data), then `series_noise`
-    site-noise copies of every training series (pipelines/data/series_noise.py). `seed` picks the
-    poisoned reports, the fill and the noise.
+    site-noise copies of every training series (pipelines/data/series_noise.py), added to the
+    series or, with `series_noise_only`, in their place. `seed` picks the poisoned reports, the
+    fill and the noise.
     """
     by_dataset = _records_by_id(bundle)
     test_ids = {name: split.test for name, split in splits.items()}
@@ -96,6 +98,7 @@ def build_examples(
         if task.dataset == "series" and series_fill:
             records = records + fill_series(records, series_fill, seed, {s.description for s in bundle.series})
         if task.dataset == "series" and series_noise:
-            records = records + noisy_copies(records, series_noise, seed)
+            noisy = noisy_copies(records, series_noise, seed)
+            records = noisy if series_noise_only else records + noisy
         result.train[name] = _require([task.build_example(r) for r in records], name, "train", bundle)
     return result

@@ -150,7 +150,7 @@ def estimate_cost(run: StudyRun) -> Cost:
             return _baseline_cost(cfg, bundle, splits)
         examples = build_examples(bundle, splits, cfg.tasks, train_limit=cfg.train_limits(),
                                   eval_limit=cfg.eval_limit, series_noise=cfg.series_noise,
-                                  series_fill=cfg.series_fill)
+                                  series_fill=cfg.series_fill, series_noise_only=cfg.series_noise_only)
     except (ValueError, OSError) as exc:
         return Cost(error=str(exc).splitlines()[0][:120])
     train = [e for ex in examples.train.values() for e in ex]

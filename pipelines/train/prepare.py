@@ -57,7 +57,7 @@ def prepare(config: FinetuneConfig) -> Prepared:
     examples = build_examples(
         bundle, used, config.tasks, train_limit=config.train_limits(), eval_limit=config.eval_limit,
         poison_rate=config.poison_rate, seed=config.seed, series_noise=config.series_noise,
-        series_fill=config.series_fill,
+        series_fill=config.series_fill, series_noise_only=config.series_noise_only,
     )
     return Prepared(config, model_ref, device, precision, examples,
                     manifest(bundle, splits, config.split_seed), bundle, splits)
