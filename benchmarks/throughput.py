@@ -32,13 +32,12 @@ def build_model(preset: str, device: str, dtype: torch.dtype):
     """The preset's architecture with random weights, on `device`, wrapped with LoRA."""
     from transformers import AutoModelForCausalLM
 
-    from pipelines.config import FinetuneConfig
     from pipelines.models import MODEL_PRESETS
-    from pipelines.train.recipe import build_lora_model
+    from pipelines.train.lora import wrap_lora
 
     with torch.device(device):
         model = AutoModelForCausalLM.from_config(architecture_config(preset), dtype=dtype)
-    return build_lora_model(model, FinetuneConfig(), MODEL_PRESETS.get(preset).lora_targets)
+    return wrap_lora(model, MODEL_PRESETS.get(preset).lora_targets)
 
 
 def precision_dtype(precision: str, device: str) -> torch.dtype:

@@ -66,16 +66,14 @@ def relative_speed(precision: str, model_name: str = "smollm2-135m") -> float:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from pipelines.config import FinetuneConfig
     from pipelines.models import TORCH_DTYPES, resolve_model
-    from pipelines.train.recipe import build_lora_model
+    from pipelines.train.lora import wrap_lora
 
     precision = precision if precision in REFERENCE_TRAIN_TOKENS_PER_SECOND else "fp32"
     dtype = getattr(torch, TORCH_DTYPES[precision])
     resolved = resolve_model(model_name)
     model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(resolved.path), dtype=dtype)
-    lora_model = build_lora_model(model, FinetuneConfig(), resolved.lora_targets)  # the preset's r, alpha, dropout
-    rate = train_tokens_per_second(lora_model, dtype, rounds=PROBE_ROUNDS)
+    rate = train_tokens_per_second(wrap_lora(model, resolved.lora_targets), dtype, rounds=PROBE_ROUNDS)
     speed = max(SPEED_STEP, math.floor(rate / REFERENCE_TRAIN_TOKENS_PER_SECOND[precision] / SPEED_STEP) * SPEED_STEP)
     log.info("this CPU trains %s at %.0f tokens/s in %s, %.2fx the machine the cpu preset was measured on",
              model_name, rate, precision, speed)

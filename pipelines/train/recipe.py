@@ -17,7 +17,6 @@ import math
 import resource
 import shutil
 import time
-import warnings
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from pipelines.serving.model_card import CardFacts, finish_adapter
 from pipelines.train import distributed, preflight
 from pipelines.train.encoding import EncodedDataset, encode_example
 from pipelines.train.launch import launch_train
+from pipelines.train.lora import wrap_lora
 from pipelines.train.packing import PackingCollator, packed_attention, training_collator
 from pipelines.train.prepare import CheckpointHook, FinetuneResult, Prepared, default_run_name, prepare
 from pipelines.train.sampler import EpochSeededTrainer
@@ -50,14 +50,7 @@ log = logging.getLogger(__name__)
 
 def build_lora_model(model, config: FinetuneConfig, targets: tuple[str, ...]):
     """Wrap the base model with LoRA adapters on `targets` (attention q/v by default)."""
-    from peft import LoraConfig, get_peft_model
-
-    lora = LoraConfig(r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-                      target_modules=list(targets), task_type="CAUSAL_LM")
-    with warnings.catch_warnings():
-        # peft 0.21 reads transformers' renamed is_gradient_checkpointing: a FutureWarning per fine-tune
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        return get_peft_model(model, lora)
+    return wrap_lora(model, targets, config.lora_r, config.lora_alpha, config.lora_dropout)
 
 
 def whole_epoch(epoch: float | None) -> int | None:
