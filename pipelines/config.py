@@ -413,8 +413,8 @@ def cpu_preset(tasks: tuple[str, ...] | str = PAPER_TASKS, precision: str = "", 
                     "(at 0.7x on validation, 10 labeling reports gave macro F1 0.00; --series-noise 0 gave 150 and "
                     "0.70, and 0.07 less on real series descriptions; docs/cpu_preset.md); fewer --tasks give "
                     "them more", " and ".join(f"{n} {t}" for t, n in short.items()), speed)
-    return {**CPU_PRESET, "precision": precision, "series_noise": noise, "series_noise_only": only,
-            "task_train_limits": limits, "extra_tags": {"cpu_speed": f"{speed:g}"}}
+    return {**CPU_PRESET, "precision": precision, "task_train_limits": limits,
+            "extra_tags": {"cpu_speed": f"{speed:g}"}}
 
 
 SPLITS = ("test", "all")
